@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Set-up and entry point for a fresh machine with only Python:
+
+    python3 dev.py bench [ARGS]   # set up .venv, then `fastdqn bench ARGS` (the default benchmark)
+    python3 dev.py test [ARGS]    # set up .venv, then `pytest ARGS`
+    python3 dev.py fastdqn ARGS   # set up .venv, then any fastdqn command
+
+Set-up (skipped when pyproject.toml is unchanged since the last one):
+- .venv is created beside this file. Where the base Python already has torch (the GPU host's
+  image), the venv sees it (--system-site-packages) and keeps that build.
+- Otherwise torch==2.13.0 is installed first: on the CPU machines that is the CPU build on disk,
+  so the open torch requirement that follows never pulls a multi-GB CUDA build.
+- fastdqn is installed editable with its test and reference extras, then ptan 0.8.1 WITHOUT its
+  dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+TORCH_CPU = "torch==2.13.0"
+PTAN = "ptan==0.8.1"
+
+
+def sh(*cmd: str) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def base_has_torch() -> bool:
+    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+def setup() -> None:
+    stamp = VENV / ".fastdqn-setup"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_CPU.encode() + PTAN.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        system_torch = base_has_torch()
+        print(f"creating {VENV} ({'with the base torch' if system_torch else 'fresh'})", flush=True)
+        venv.create(VENV, with_pip=True, system_site_packages=system_torch)
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if subprocess.run([str(PY), "-c", "import torch"], capture_output=True).returncode != 0:
+        sh(*pip, TORCH_CPU)
+    sh(*pip, "-e", f"{ROOT}[test,ref]")
+    sh(*pip, "--no-deps", PTAN)
+    stamp.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("bench", "test", "fastdqn", "setup"):
+        print("usage: python3 dev.py bench|test|fastdqn|setup [ARGS]", file=sys.stderr)
+        return 2
+    setup()
+    what, rest = argv[0], argv[1:]
+    if what == "setup":
+        return 0
+    if what == "test":
+        cmd = [str(PY), "-m", "pytest", *rest]
+    elif what == "bench":
+        cmd = [str(BIN / "fastdqn"), "bench", *rest]
+    else:
+        cmd = [str(BIN / "fastdqn"), *rest]
+    os.chdir(ROOT)
+    try:
+        return subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,216 @@
+"""Typed run configuration: the book's hyperparameters, the optimization flags, run settings.
+
+Every field is settable from the CLI (``--field-name VALUE``) and from a TOML file (a table per
+group). Precedence: defaults < preset < TOML file < CLI. Schedules are in agent steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import UsageError
+
+
+def _f(default, help, *, min=None, max=None, choices=None):
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+
+
+@dataclass
+class Hyperparams:
+    """The book's Pong values (Lapan, Deep RL Hands-On, ch. 9), schedules in agent steps."""
+    env: str = _f("PongNoFrameskip-v4", "gymnasium env id (Atari ids get the DeepMind stack)")
+    replay_size: int = _f(100_000, "replay capacity in transitions", min=1)
+    replay_initial: int = _f(10_000, "transitions in the replay before learning starts", min=1)
+    target_sync_steps: int = _f(1_000, "agent steps between target-net syncs "
+                                       "(the book's 1000 training iterations at 1 update/step)", min=1)
+    epsilon_start: float = _f(1.0, "initial exploration rate", min=0.0, max=1.0)
+    epsilon_final: float = _f(0.02, "final exploration rate", min=0.0, max=1.0)
+    epsilon_steps: int = _f(100_000, "agent steps of the linear epsilon decay", min=1)
+    lr: float = _f(1e-4, "Adam learning rate", min=0.0)
+    gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
+    batch_size: int = _f(32, "SGD batch size", min=1)
+    loss: str = _f("mse", "Bellman loss", choices=("mse", "huber"))
+    seed: int = _f(123, "seed for env, network init and exploration", min=0)
+    stop_reward: float = _f(17.0, "stop when the mean of the last 100 episodes reaches this")
+    # Atari preprocessing (DeepMind / book stack)
+    noop_max: int = _f(30, "max random no-op actions at reset (DeepMind preprocessing)", min=0)
+    frame_skip: int = _f(4, "emulator frames per agent step (action repeat)", min=1)
+    frame_stack: int = _f(4, "stacked frames per observation", min=1)
+    max_episode_frames: int = _f(108_000, "emulator-frame cap of an episode", min=1)
+    mlp_hidden: int = _f(128, "hidden units of the MLP head (vector observations)", min=1)
+
+
+@dataclass
+class Flags:
+    """Optimizations. Each acts in one code site: `grep -rn <name> fastdqn/` finds it."""
+    no_grad: bool = _f(True, "action selection and target net without autograd (off = slow_grads)")
+    loop: str = _f("serial", "execution strategy: fastdqn's serial loop or the book's ptan pipeline",
+                   choices=("serial", "ptan"))
+
+
+@dataclass
+class RunSettings:
+    """Where and how long to run. Not part of the algorithm."""
+    device: str = _f("auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N")
+    max_steps: int = _f(0, "agent-step budget (0 = none)", min=0)
+    max_seconds: float = _f(0.0, "wall-clock budget in seconds (0 = none)", min=0.0)
+    out: str = _f("", "result JSON path (default: runs/<name>/result.json)")
+    logdir: str = _f("", "TensorBoard log dir (default: beside the result)")
+    name: str = _f("", "run name (default: preset-seed)")
+    progress: bool = _f(True, "show a progress bar")
+    fps_every: int = _f(1_000, "agent steps between FPS samples / scalar logs", min=1)
+
+
+GROUPS = {"hyperparams": Hyperparams, "flags": Flags, "run": RunSettings}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "slow_grads": {"no_grad": False},
+    "ptan_reference": {"loop": "ptan"},
+}
+PRESET_DOCS = {
+    "baseline": "the book's baseline: 1 env, DeepMind wrappers, 1 env step + 1 SGD step per iteration",
+    "slow_grads": "baseline with action selection and target net building autograd graphs",
+    "ptan_reference": "the same experiment through ptan's own agent, experience source and buffer",
+}
+
+
+@dataclass
+class Config:
+    hp: Hyperparams = field(default_factory=Hyperparams)
+    flags: Flags = field(default_factory=Flags)
+    run: RunSettings = field(default_factory=RunSettings)
+    preset: str = "baseline"
+
+    def groups(self):
+        return {"hyperparams": self.hp, "flags": self.flags, "run": self.run}
+
+    def to_dict(self) -> dict:
+        d = {g: dataclasses.asdict(obj) for g, obj in self.groups().items()}
+        d["preset"] = self.preset
+        return d
+
+
+def all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Field name -> (group, field). Names are unique across groups."""
+    out = {}
+    for g, cls in GROUPS.items():
+        for f in fields(cls):
+            out[f.name] = (g, f)
+    return out
+
+
+def parse_value(name: str, raw: Any, f: dataclasses.Field) -> Any:
+    """Convert (from CLI strings or TOML values) and validate one field; UsageError otherwise."""
+    kind = type(f.default)
+    meta = f.metadata
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError
+        elif kind is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw.replace("_", "")) if isinstance(raw, str) else int(raw)
+        elif kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+            if value != value:  # NaN
+                raise ValueError
+        else:
+            if not isinstance(raw, str):
+                raise ValueError
+            value = raw
+    except (ValueError, TypeError):
+        raise UsageError(f"invalid value {raw!r} for {name}: expected {kind.__name__}") from None
+    if meta.get("choices") and value not in meta["choices"]:
+        raise UsageError(f"invalid value {value!r} for {name}: expected one of {', '.join(meta['choices'])}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise UsageError(f"invalid value {value!r} for {name}: expected >= {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise UsageError(f"invalid value {value!r} for {name}: expected <= {meta['max']}")
+    return value
+
+
+def apply(cfg: Config, overrides: dict[str, Any], source: str) -> None:
+    """Set fields by name, validating each; `source` names where they came from in errors."""
+    table = all_fields()
+    for name, raw in overrides.items():
+        if name not in table:
+            raise UsageError(f"unknown setting {name!r} in {source}")
+        group, f = table[name]
+        setattr(cfg.groups()[group], name, parse_value(name, raw, f))
+
+
+def preset_config(preset: str) -> Config:
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    cfg = Config(preset=preset)
+    apply(cfg, PRESETS[preset], f"preset {preset}")
+    return cfg
+
+
+def load_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"malformed TOML in {path}: {e}") from None
+
+
+def flatten_toml(doc: dict, path: str) -> tuple[str | None, dict]:
+    """A config TOML: optional top-level `preset`, tables [hyperparams], [flags], [run]."""
+    preset = None
+    flat: dict[str, Any] = {}
+    table = all_fields()
+    for key, value in doc.items():
+        if key == "preset":
+            if not isinstance(value, str):
+                raise UsageError(f"invalid value {value!r} for preset in {path}: expected a string")
+            preset = value
+        elif key in GROUPS and isinstance(value, dict):
+            for name, v in value.items():
+                if name not in table or table[name][0] != key:
+                    raise UsageError(f"unknown key {key}.{name} in {path}")
+                flat[name] = v
+        else:
+            raise UsageError(f"unknown key {key!r} in {path}: expected preset, "
+                             f"{', '.join('[' + g + ']' for g in GROUPS)}")
+    return preset, flat
+
+
+def build_config(preset: str | None = None, toml_path: str | None = None,
+                 cli: dict[str, Any] | None = None) -> Config:
+    file_preset, file_values = (None, {})
+    if toml_path:
+        file_preset, file_values = flatten_toml(load_toml(toml_path), toml_path)
+    cfg = preset_config(preset or file_preset or "baseline")
+    apply(cfg, file_values, toml_path or "")
+    apply(cfg, cli or {}, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks."""
+    if cfg.hp.replay_initial > cfg.hp.replay_size:
+        raise UsageError(f"replay_initial {cfg.hp.replay_initial} exceeds replay_size {cfg.hp.replay_size}")
+    if cfg.hp.batch_size > cfg.hp.replay_initial:
+        raise UsageError(f"batch_size {cfg.hp.batch_size} exceeds replay_initial {cfg.hp.replay_initial}")
+    dev = cfg.run.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")

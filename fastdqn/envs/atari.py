@@ -1,0 +1,56 @@
+"""Single-env factory. Atari ids get the book's DeepMind preprocessing; other ids (CartPole in
+tests) are used as they are."""
+from __future__ import annotations
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers import (AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics,
+                                TransformReward)
+
+gym.register_envs(ale_py)
+
+
+def is_atari(env_id: str) -> bool:
+    try:
+        return "ale_py" in str(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        return False
+
+
+def frames_per_step(hp) -> int:
+    """Emulator frames per agent step: frame skip for Atari, 1 otherwise."""
+    return hp.frame_skip if is_atari(hp.env) else 1
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE (then RIGHT) after reset: Pong does not start a rally until FIRE is pressed."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        assert env.unwrapped.get_action_meanings()[1] == "FIRE"
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for action in (1, 2):
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+def make_env(hp) -> gym.Env:
+    """One env with the baseline preprocessing. Episode statistics (info["episode"]) record the
+    raw game score, before reward clipping. Seed it through the first reset(seed=...)."""
+    if not is_atari(hp.env):
+        return RecordEpisodeStatistics(gym.make(hp.env))
+    env = gym.make(hp.env, frameskip=1, repeat_action_probability=0.0,
+                   max_num_frames_per_episode=hp.max_episode_frames)
+    # noop starts, action repeat with max over the last two frames, 84x84 grayscale (cv2 INTER_AREA)
+    env = AtariPreprocessing(env, noop_max=hp.noop_max, frame_skip=hp.frame_skip, screen_size=84,
+                             terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    env = RecordEpisodeStatistics(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    env = TransformReward(env, lambda r: float(np.sign(r)))  # reward clipping, as the book's
+    return FrameStackObservation(env, hp.frame_stack)  # (stack, 84, 84) uint8, channels first

@@ -1,0 +1,1 @@
+"""Execution strategies, one readable file each. `flags.loop` picks one (see train.run_loop)."""

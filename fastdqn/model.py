@@ -1,0 +1,46 @@
+"""Q-networks: Nature-DQN for uint8 frame stacks, a small MLP for vector observations."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NatureDQN(nn.Module):
+    """Mnih et al. 2015. Takes uint8 frames (B, C, 84, 84); the float conversion runs on the
+    device, so only bytes cross the host-device boundary."""
+
+    def __init__(self, in_channels: int, n_actions: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, n_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x.float() / 255.0))
+
+
+class MLP(nn.Module):
+    """Two hidden layers for vector observations (CartPole in tests)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, n_actions),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+def make_net(obs_shape: tuple[int, ...], n_actions: int, mlp_hidden: int = 128) -> nn.Module:
+    if len(obs_shape) == 3:
+        return NatureDQN(obs_shape[0], n_actions)
+    if len(obs_shape) == 1:
+        return MLP(obs_shape[0], n_actions, mlp_hidden)
+    raise ValueError(f"no network for observation shape {obs_shape}")

@@ -1,0 +1,185 @@
+"""Run results: schema, atomic writes, validated reads, machine and version info."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from .errors import UsageError
+
+SCHEMA_VERSION = 1
+STATUSES = ("solved", "budget", "interrupted", "failed", "completed")
+
+# key -> type(s) every result file must carry (validated on read)
+REQUIRED = {
+    "schema_version": int, "status": str, "stop_reason": str, "config": dict, "git": dict,
+    "versions": dict, "hardware": dict, "steps": int, "episodes": int, "updates": int,
+    "frames_per_step": int, "fps": (float, type(None)), "fps_total": (float, type(None)),
+    "frames_per_second": (float, type(None)), "fps_series": list, "wall_seconds": float,
+    "solved": dict, "reward_curve": list,
+}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    import torch
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "numpy": _version("numpy"), "gymnasium": _version("gymnasium"),
+        "ale_py": _version("ale-py"), "pytorch_ignite": _version("pytorch-ignite"),
+        "ptan": _version("ptan"), "fastdqn": _version("fastdqn"),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict:
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+
+
+def machine_id(hw: dict | None = None) -> str:
+    """A directory-safe name derived from the hardware, so results of machines never mix."""
+    hw = hw or hardware()
+    parts = [hw["cpu"], f"{hw['cores']}c"] + ([hw["gpu"]] if hw.get("gpu") else [])
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower().replace("(r)", "").replace("(tm)", ""))
+    return slug.strip("-")
+
+
+def git_info() -> dict:
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    """Temp file in the same directory + rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite(x):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict | None = None) -> dict:
+    rewards = telemetry.rewards
+    bound = rewards.bound
+    solved = {}
+    for key, hit, rule in (("mean100", rewards.solved_mean100, f"mean of the last 100 episodes >= {bound}"),
+                           ("ema", rewards.solved_ema, f"EMA(0.98) of episode reward >= {bound}")):
+        reason = None if hit else (f"not reached in {len(telemetry.curve)} episodes, "
+                                   f"{telemetry.steps} agent steps ({telemetry.stop_reason})")
+        solved[key] = {"rule": rule, **(hit or {"seconds": None, "steps": None, "episodes": None}),
+                       "reason": reason}
+    fps = _finite(telemetry.fps())
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "stop_reason": telemetry.stop_reason,
+        "config": cfg.to_dict(),
+        "git": git_info(),
+        "versions": versions(),
+        "hardware": hardware(),
+        "steps": int(telemetry.steps),
+        "episodes": len(telemetry.curve),
+        "updates": int(telemetry.updates),
+        "replay_ratio": (telemetry.updates * cfg.hp.batch_size / telemetry.steps) if telemetry.steps else None,
+        "frames_per_step": frames_per_step,
+        "fps": fps,
+        "fps_total": _finite(telemetry.fps_total()),
+        "frames_per_second": fps * frames_per_step if fps is not None else None,
+        "fps_definition": "agent steps per wall-clock second after the replay warm-up",
+        "learning_started": ({"steps": telemetry.learn_start[0], "seconds": round(telemetry.learn_start[1], 3)}
+                             if telemetry.learn_start else None),
+        "fps_series": telemetry.fps_series,
+        "wall_seconds": float(telemetry.timer.value()),
+        "solved": solved,
+        "last_mean100": rewards.mean100,
+        "last_ema": rewards.ema,
+        "reward_curve": telemetry.curve,
+        "reward_curve_columns": ["episode", "step", "wall_seconds", "reward"],
+    }
+    result.update(extra or {})
+    return result
+
+
+def _is(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:  # JSON writes 3.0 as 3.0, but accept 3
+        return True
+    return isinstance(value, kinds)
+
+
+def validate_result(obj, name: str) -> dict:
+    """Check a result read back from disk; UsageError naming the file and the bad key."""
+    if not isinstance(obj, dict):
+        raise UsageError(f"result {name}: expected a JSON object")
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(f"result {name}: schema_version {obj.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    for key, kind in REQUIRED.items():
+        if key not in obj:
+            raise UsageError(f"result {name}: missing key {key!r}")
+        if not _is(obj[key], kind):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            raise UsageError(f"result {name}: key {key!r} has {type(obj[key]).__name__}, expected "
+                             f"{' or '.join(k.__name__ for k in kinds)}")
+    if obj["status"] not in STATUSES:
+        raise UsageError(f"result {name}: status {obj['status']!r}, expected one of {', '.join(STATUSES)}")
+    for key in ("mean100", "ema"):
+        if key not in obj["solved"]:
+            raise UsageError(f"result {name}: missing solved.{key}")
+    return obj
+
+
+def load_result(path: str | os.PathLike) -> dict:
+    """Parse as JSON data (never unpickle or execute) and validate."""
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"result {path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"result {path}: not valid JSON ({e})") from None
+    return validate_result(obj, str(path))

@@ -1,0 +1,186 @@
+"""Run telemetry on ignite: episodes and stop rules, FPS, TensorBoard scalars, progress bar.
+
+The loops own the hot path and set three things on the engine's state each iteration:
+``state.steps`` (agent steps taken so far), ``state.epsilon`` and ``state.output`` (the loss, or
+None while the replay warms up), and report ended episodes through ``Telemetry.episodes_ended``.
+
+FPS, one definition everywhere: agent steps taken during the training phase (after the replay
+warm-up, when every step feeds the learner) divided by the wall-clock seconds of that phase.
+Emulator frames per second = FPS x frames per agent step (4 for Atari with frame skip 4).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+from ignite.engine import Engine, EventEnum, Events
+from ignite.handlers import ProgressBar, TimeLimit, Timer
+from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+from ignite.metrics import RunningAverage
+from ignite.metrics.metric import RunningBatchWise
+
+EMA_ALPHA = 0.98   # the book's smoothing of the episode reward
+MEAN_WINDOW = 100  # the headline stop rule: mean of the last 100 completed episodes
+
+
+class EpisodeEvents(EventEnum):
+    EPISODE_COMPLETED = "episode_completed"
+    BOUND_REWARD_REACHED = "bound_reward_reached"
+
+
+class LearnerIterations(RunningBatchWise):
+    """Running-average usage that skips warm-up iterations (their output is None)."""
+
+    @property
+    def ITERATION_COMPLETED(self):
+        return Events.ITERATION_COMPLETED(event_filter=lambda engine, _: engine.state.output is not None)
+
+    @property
+    def COMPLETED(self):
+        return self.ITERATION_COMPLETED
+
+
+class RewardTracker:
+    """Both stop rules of the chapter: the 100-episode mean (headline; needs 100 episodes) and
+    the book code's EMA(0.98), seeded with the first episode's reward."""
+
+    def __init__(self, bound: float):
+        self.bound = bound
+        self.window: deque[float] = deque(maxlen=MEAN_WINDOW)
+        self.ema: float | None = None
+        self.solved_mean100: dict | None = None
+        self.solved_ema: dict | None = None
+
+    @property
+    def mean100(self) -> float | None:
+        return sum(self.window) / len(self.window) if self.window else None
+
+    def add(self, reward: float, step: int, wall: float, episode: int) -> None:
+        self.window.append(reward)
+        self.ema = reward if self.ema is None else self.ema * EMA_ALPHA + reward * (1 - EMA_ALPHA)
+        at = {"seconds": wall, "steps": step, "episodes": episode}
+        if self.solved_mean100 is None and len(self.window) == MEAN_WINDOW and self.mean100 >= self.bound:
+            self.solved_mean100 = at
+        if self.solved_ema is None and self.ema >= self.bound:
+            self.solved_ema = at
+
+
+class Telemetry:
+    def __init__(self, stop_reward: float, frames_per_step: int, max_steps: int = 0,
+                 max_seconds: float = 0.0, fps_every: int = 1000):
+        self.rewards = RewardTracker(stop_reward)
+        self.frames_per_step = frames_per_step
+        self.max_steps = max_steps
+        self.max_seconds = max_seconds
+        self.fps_every = fps_every
+        self.timer = Timer()  # wall clock of the loop, started with the engine
+        self.curve: list[list] = []  # [episode, step, wall seconds, reward]
+        self.fps_series: list[list] = []  # [step, wall seconds, FPS over the window]
+        self.learn_start: tuple[int, float] | None = None  # (step, wall) of the first update
+        self.steps = 0
+        self.updates = 0
+        self.stop_reason = "not started"
+        self._last_sample = (0, 0.0)
+        self.tb: TensorboardLogger | None = None
+        self._train_scalars: dict[str, float] = {}
+
+    # --- called by the loops -------------------------------------------------------------
+    def episodes_ended(self, engine: Engine, episodes) -> None:
+        for _, reward, length in episodes:
+            wall = self.timer.value()
+            n = len(self.curve) + 1
+            self.curve.append([n, engine.state.steps, round(wall, 3), reward])
+            self.rewards.add(reward, engine.state.steps, wall, n)
+            engine.state.metrics.update(reward=reward, steps=length, avg_reward=self.rewards.mean100)
+            engine.fire_event(EpisodeEvents.EPISODE_COMPLETED)
+            if self.rewards.solved_mean100 is not None:
+                engine.fire_event(EpisodeEvents.BOUND_REWARD_REACHED)
+                return
+
+    # --- derived numbers -----------------------------------------------------------------
+    def fps(self) -> float | None:
+        """The FPS definition (module docstring). None before the first update."""
+        if self.learn_start is None:
+            return None
+        step0, wall0 = self.learn_start
+        dt = self.timer.value() - wall0
+        return (self.steps - step0) / dt if dt > 0 else None
+
+    def fps_total(self) -> float | None:
+        dt = self.timer.value()
+        return self.steps / dt if dt > 0 else None
+
+    # --- ignite wiring -------------------------------------------------------------------
+    def attach(self, engine: Engine, logdir: str | None, progress: bool) -> None:
+        # event_to_attr: ignite counts the events in state.episode (loggers require a counter)
+        engine.register_events(*EpisodeEvents, event_to_attr={
+            EpisodeEvents.EPISODE_COMPLETED: "episode", EpisodeEvents.BOUND_REWARD_REACHED: "bound_reached"})
+        self.timer.attach(engine, start=Events.STARTED)
+        RunningAverage(output_transform=lambda loss: loss, alpha=0.98).attach(
+            engine, "avg_loss", usage=LearnerIterations())
+        engine.add_event_handler(Events.STARTED, self._on_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+        sample_event = Events.ITERATION_COMPLETED(event_filter=self._sample_due)
+        engine.add_event_handler(sample_event, self._sample_fps)
+
+        @engine.on(EpisodeEvents.BOUND_REWARD_REACHED)
+        def _solved(engine):
+            self.stop_reason = f"solved: mean of the last {MEAN_WINDOW} episodes >= {self.rewards.bound}"
+            engine.terminate()
+
+        if self.max_seconds:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(self.max_seconds))
+            engine.add_event_handler(Events.TERMINATE, self._time_limit_reason)
+
+        if logdir:
+            self.tb = TensorboardLogger(log_dir=logdir)
+            by_steps = lambda engine, _event: engine.state.steps  # x axis: agent steps
+            self.tb.attach(engine, OutputHandler(tag="episodes", metric_names=["reward", "steps", "avg_reward"],
+                                                 global_step_transform=by_steps),
+                           event_name=EpisodeEvents.EPISODE_COMPLETED)
+            self.tb.attach(engine, OutputHandler(tag="train", output_transform=lambda _: self._train_scalars,
+                                                 global_step_transform=by_steps),
+                           event_name=sample_event)
+        if progress:
+            pbar = ProgressBar(persist=True, bar_format=None, unit="it", mininterval=1.0)
+            pbar.attach(engine, metric_names=["avg_reward", "avg_fps"], output_transform=None,
+                        event_name=Events.ITERATION_COMPLETED(every=100))
+
+    def _on_started(self, engine: Engine) -> None:
+        self.stop_reason = "running"
+        engine.state.steps = 0
+        engine.state.epsilon = 1.0
+        engine.state.metrics.update(avg_reward=math.nan, avg_fps=math.nan)  # shown before they exist
+
+    def _on_iteration(self, engine: Engine) -> None:
+        self.steps = engine.state.steps
+        if engine.state.output is not None:
+            self.updates += 1
+            if self.learn_start is None:
+                self.learn_start = (self.steps, self.timer.value())
+        if self.max_steps and self.steps >= self.max_steps:
+            self.stop_reason = f"step budget: {self.max_steps} agent steps"
+            engine.terminate()
+
+    def _sample_due(self, engine: Engine, _event) -> bool:
+        return engine.state.steps - self._last_sample[0] >= self.fps_every
+
+    def _sample_fps(self, engine: Engine) -> None:
+        step, wall = engine.state.steps, self.timer.value()
+        window = (step - self._last_sample[0]) / max(wall - self._last_sample[1], 1e-9)
+        self._last_sample = (step, wall)
+        self.fps_series.append([step, round(wall, 3), round(window, 2)])
+        # only what exists yet: no loss or FPS during the warm-up
+        scalars = {"epsilon": engine.state.epsilon, "loss": engine.state.output,
+                   "avg_loss": engine.state.metrics.get("avg_loss"), "avg_fps": self.fps()}
+        self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
+        engine.state.metrics["avg_fps"] = self._train_scalars.get("avg_fps", math.nan)
+
+    def _time_limit_reason(self, engine: Engine) -> None:
+        if self.stop_reason == "running" and self.timer.value() >= self.max_seconds:
+            self.stop_reason = f"time budget: {self.max_seconds} s"
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

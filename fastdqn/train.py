@@ -1,0 +1,74 @@
+"""One training run: resolve the device, run the chosen loop, write the result JSON whatever
+happens (finished, budget, Ctrl-C, crash)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .envs import frames_per_step
+from .errors import UsageError
+from .results import build_result, write_json_atomic
+from .telemetry import Telemetry
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} asked for, but CUDA is not available on this machine")
+        index = int(name[5:]) if name.startswith("cuda:") else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(name)
+
+
+def run_loop(cfg, device, telemetry):
+    if cfg.flags.loop == "ptan":  # flag site: loop
+        from .loops import ptan_reference as loop
+    else:
+        from .loops import serial as loop
+    return loop.run(cfg, device, telemetry)
+
+
+def resolve_paths(cfg) -> Path:
+    """Fill in the run's name, result path and TensorBoard dir (recorded in the result)."""
+    run = cfg.run
+    run.name = run.name or f"{cfg.preset}-{cfg.hp.seed}"
+    out = Path(run.out or f"runs/{run.name}/result.json")
+    run.out = str(out)
+    run.logdir = run.logdir or str(out.with_suffix("")) + "_tb"
+    return out
+
+
+def train(cfg) -> dict:
+    """Run and write the result; returns it. KeyboardInterrupt and crashes still write it
+    (status interrupted / failed) and are re-raised for the caller."""
+    device = resolve_device(cfg.run.device)
+    if cfg.flags.loop == "ptan":
+        from .loops.ptan_reference import make_ptan_env
+        make_ptan_env(cfg.hp).close()  # fail on a missing extra or wrong env before any run
+    out = resolve_paths(cfg)
+    fps_mult = frames_per_step(cfg.hp)
+    telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every)
+    status, error = "failed", None
+    try:
+        run_loop(cfg, device, telemetry)
+        reason = telemetry.stop_reason
+        status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
+    except KeyboardInterrupt:
+        status, telemetry.stop_reason = "interrupted", "interrupted (Ctrl-C)"
+        raise
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        telemetry.stop_reason = f"failed: {error}"
+        raise
+    finally:
+        telemetry.close()
+        result = build_result(cfg, telemetry, status, fps_mult,
+                              extra={"device": str(device), "error": error})
+        write_json_atomic(out, result)
+        print(f"result: {out} ({telemetry.stop_reason})", file=sys.stderr)
+    return result
