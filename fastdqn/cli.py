@@ -1,4 +1,4 @@
-"""Command line: `fastdqn train | bench` (also `python -m fastdqn`).
+"""Command line: `fastdqn train | bench | report` (also `python -m fastdqn`).
 
 User errors print one line `fastdqn: error: ...` and exit 2, never a traceback.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import PRESET_DOCS, PRESETS, all_fields, build_config, preset_config
 from .errors import UsageError
@@ -59,10 +60,49 @@ def cmd_train(args) -> int:
     return 0
 
 
+def default_matrix() -> str:
+    """benchmarks/quick.toml of the working directory, else of the source checkout."""
+    here = Path("benchmarks/quick.toml")
+    return str(here if here.exists() else Path(__file__).resolve().parent.parent / here)
+
+
+def cmd_bench(args) -> int:
+    from .bench.matrix import load_matrix
+    from .bench.report import cell_order, collect, matrix_table, write_report
+    from .bench.runner import run_matrix
+    from .results import machine_id
+    matrix = load_matrix(args.matrix or default_matrix())  # validated whole before any run
+    results = Path(args.results)
+    rc = run_matrix(matrix, results, progress=not args.no_progress)
+    found = collect(results).get((machine_id(), matrix.name))
+    if found:
+        print(matrix_table(found, cell_order(results / machine_id() / matrix.name, found)))
+        print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
+    return rc
+
+
+def readme_for(results: Path) -> Path:
+    """The project README beside the results folder; its results block is regenerated too."""
+    return results.resolve().parent / "README.md"
+
+
+def cmd_report(args) -> int:
+    from .bench.report import write_report
+    results = Path(args.results_dir)
+    print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
+    return 0
+
+
 def build_parser(argv: list[str]) -> Parser:
     parser = Parser(prog="fastdqn", description="DQN throughput toolkit and benchmark harness")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_train_parser(sub, argv)
+    b = sub.add_parser("bench", help="run a matrix of cells x seeds, one process each, resumable")
+    b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
+    b.add_argument("--results", default="results", help="results root (default: results)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = sub.add_parser("report", help="write results/README.md tables from result files")
+    r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
     return parser
 
 
@@ -70,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser(argv).parse_args(argv)
-        return {"train": cmd_train}[args.command](args)
+        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report}[args.command](args)
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 happens (finished, budget, Ctrl-C, crash)."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -53,13 +54,14 @@ def train(cfg) -> dict:
     out = resolve_paths(cfg)
     fps_mult = frames_per_step(cfg.hp)
     telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every)
-    status, error = "failed", None
+    status, error, sigint = "failed", None, None
     try:
         run_loop(cfg, device, telemetry)
         reason = telemetry.stop_reason
         status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
     except KeyboardInterrupt:
         status, telemetry.stop_reason = "interrupted", "interrupted (Ctrl-C)"
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the write
         raise
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
@@ -71,4 +73,6 @@ def train(cfg) -> dict:
                               extra={"device": str(device), "error": error})
         write_json_atomic(out, result)
         print(f"result: {out} ({telemetry.stop_reason})", file=sys.stderr)
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
     return result

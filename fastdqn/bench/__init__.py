@@ -1,0 +1,1 @@
+"""Benchmark harness: matrix files, the runner, the report."""
