@@ -6,6 +6,7 @@ group). Precedence: defaults < preset < TOML file < CLI. Schedules are in agent 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -123,7 +124,7 @@ def parse_value(name: str, raw: Any, f: dataclasses.Field) -> Any:
             if isinstance(raw, bool):
                 raise ValueError
             value = float(raw)
-            if value != value:  # NaN
+            if not math.isfinite(value):  # NaN or inf: not writable to the result JSON
                 raise ValueError
         else:
             if not isinstance(raw, str):

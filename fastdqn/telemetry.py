@@ -94,9 +94,8 @@ class Telemetry:
             self.rewards.add(reward, engine.state.steps, wall, n)
             engine.state.metrics.update(reward=reward, steps=length, avg_reward=self.rewards.mean100)
             engine.fire_event(EpisodeEvents.EPISODE_COMPLETED)
-            if self.rewards.solved_mean100 is not None:
-                engine.fire_event(EpisodeEvents.BOUND_REWARD_REACHED)
-                return
+        if self.rewards.solved_mean100 is not None and episodes:
+            engine.fire_event(EpisodeEvents.BOUND_REWARD_REACHED)
 
     # --- derived numbers -----------------------------------------------------------------
     def fps(self) -> float | None:
