@@ -30,7 +30,8 @@ def add_train_parser(sub, argv: list[str]) -> None:
     preset = _preset_from_argv(argv)
     shown = preset_config(preset if preset in PRESETS else "baseline")
     what = ", ".join(f"{k}={v}" for k, v in PRESETS[preset].items()) if preset in PRESETS else ""
-    epilog = "presets:\n" + "\n".join(f"  {name:<16} {PRESET_DOCS[name]}" for name in PRESETS)
+    width = max(map(len, PRESETS))
+    epilog = "presets:\n" + "\n".join(f"  {name:<{width}}  {PRESET_DOCS[name]}" for name in PRESETS)
     if preset in PRESETS:
         epilog += f"\n\npreset {preset!r} sets: {what or '(the defaults)'}; defaults above include it"
     p = sub.add_parser("train", help="one training run", epilog=epilog,

@@ -37,7 +37,7 @@ class Hyperparams:
     # Atari preprocessing (DeepMind / book stack)
     noop_max: int = _f(30, "max random no-op actions at reset (DeepMind preprocessing)", min=0)
     frame_skip: int = _f(4, "emulator frames per agent step (action repeat)", min=1)
-    frame_stack: int = _f(4, "stacked frames per observation", min=1)
+    stack: int = _f(4, "stacked frames per observation (the tweaked wrappers' step uses 2)", min=1)
     max_episode_frames: int = _f(108_000, "emulator-frame cap of an episode", min=1)
     mlp_hidden: int = _f(128, "hidden units of the MLP head (vector observations)", min=1)
 
@@ -46,8 +46,21 @@ class Hyperparams:
 class Flags:
     """Optimizations. Each acts in one code site: `grep -rn <name> fastdqn/` finds it."""
     no_grad: bool = _f(True, "action selection and target net without autograd (off = slow_grads)")
-    loop: str = _f("serial", "execution strategy: fastdqn's serial loop or the book's ptan pipeline",
+    loop: str = _f("serial", "pipeline: fastdqn's own or the book's ptan reference",
                    choices=("serial", "ptan"))
+    envs: int = _f(1, "env copies per player; one batched forward pass per round, batch_size x envs "
+                      "per SGD step, one SGD step per round (the book's N envs)", min=1)
+    backend: str = _f("sequential", "how the env copies step: one after another in this process, "
+                                    "gymnasium AsyncVectorEnv subprocesses, or ale-py's C++ vector env "
+                                    "(sync step, or async send/recv)",
+                      choices=("sequential", "gym_async", "ale_sync", "ale_async"))
+    async_batch: int = _f(0, "ale_async: envs returned per recv (0 = half of envs)", min=0)
+    wrappers: str = _f("baseline", "preprocessing stack: the book's DeepMind stack or the tweaked cheaper one",
+                       choices=("baseline", "fast"))
+    parallel: bool = _f(False, "separate play process(es) and a train process over a queue")
+    players: int = _f(1, "play processes (parallel), each with its own envs and seed", min=1)
+    weight_sync_steps: int = _f(1000, "parallel: agent steps between weight copies to the players "
+                                       "(the players' policy staleness)", min=1)
 
 
 @dataclass
@@ -69,11 +82,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "slow_grads": {"no_grad": False},
     "ptan_reference": {"loop": "ptan"},
+    "n_envs": {"envs": 3},
+    "parallel": {"parallel": True},
+    "new_wrappers_n_envs": {"wrappers": "fast", "stack": 2, "envs": 3},
+    "new_wrappers_parallel": {"wrappers": "fast", "stack": 2, "parallel": True},
+    "ale_vector": {"backend": "ale_async", "envs": 8, "async_batch": 4},
 }
 PRESET_DOCS = {
     "baseline": "the book's baseline: 1 env, DeepMind wrappers, 1 env step + 1 SGD step per iteration",
     "slow_grads": "baseline with action selection and target net building autograd graphs",
     "ptan_reference": "the same experiment through ptan's own agent, experience source and buffer",
+    "n_envs": "the book's N=3 env copies stepped in turn, one batched forward pass, batch 3 x 32",
+    "parallel": "a play process steps the env and selects actions, the trainer learns; chunks over a queue",
+    "new_wrappers_n_envs": "the tweaked cheaper wrappers with 2 stacked frames, 3 envs",
+    "new_wrappers_parallel": "the tweaked cheaper wrappers with 2 stacked frames, play/train processes",
+    "ale_vector": "modern: ale-py's C++ vector env, 8 envs stepped on threads, async batches of 4",
 }
 
 
@@ -210,8 +233,20 @@ def validate(cfg: Config) -> None:
     """Cross-field checks."""
     if cfg.hp.replay_initial > cfg.hp.replay_size:
         raise UsageError(f"replay_initial {cfg.hp.replay_initial} exceeds replay_size {cfg.hp.replay_size}")
-    if cfg.hp.batch_size > cfg.hp.replay_initial:
-        raise UsageError(f"batch_size {cfg.hp.batch_size} exceeds replay_initial {cfg.hp.replay_initial}")
+    if cfg.hp.batch_size * cfg.flags.envs > cfg.hp.replay_initial:
+        raise UsageError(f"batch_size {cfg.hp.batch_size} x envs {cfg.flags.envs} exceeds replay_initial "
+                         f"{cfg.hp.replay_initial}")
+    f = cfg.flags
+    if f.loop == "ptan" and (f.parallel or f.envs > 1 or f.wrappers != "baseline" or f.backend != "sequential"):
+        raise UsageError("loop 'ptan' is the book's baseline pipeline: it takes no envs, backend, "
+                         "wrappers or parallel flags")
+    if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
+        raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
+    if f.backend.startswith("ale") and f.wrappers != "baseline":
+        raise UsageError(f"wrappers {f.wrappers!r} with backend {f.backend}: ale-py's vector env "
+                         "preprocesses in C++; wrappers apply to sequential and gym_async")
+    if f.backend == "ale_async" and f.envs < 2:
+        raise UsageError("backend ale_async needs envs >= 2 (it returns a part of them per recv)")
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")

@@ -56,18 +56,18 @@ class FrameReplay:
         envs = np.asarray(envs, np.int64)
         self._write(envs, self._newest(obs), np.zeros(len(envs), np.int64))
 
-    def add(self, actions, rewards, terminated, next_obs: np.ndarray) -> None:
-        """One step of every env: the transition from each env's current slot, and s' (the true
-        next observation, the final one where an episode ended). Call `start` afterwards for envs
-        whose episode ended."""
-        envs = np.arange(self.num_envs)
-        cur = (self.written - 1) % self.ring
+    def add(self, actions, rewards, terminated, next_obs: np.ndarray, env_ids=None) -> None:
+        """One step of envs `env_ids` (default: all, in order): the transition from each env's
+        current slot, and s' (the true next observation, the final one where an episode ended).
+        Call `start` afterwards for envs whose episode ended."""
+        envs = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, np.int64)
+        cur = (self.written[envs] - 1) % self.ring
         self.actions[envs, cur] = actions
         self.rewards[envs, cur] = rewards
         self.terminated[envs, cur] = terminated
         self.has_transition[envs, cur] = True
         self._write(envs, self._newest(next_obs), self.pos[envs, cur] + 1)
-        self.added += self.num_envs
+        self.added += len(envs)
 
     def _stack_at(self, envs: np.ndarray, g: np.ndarray, pos: np.ndarray) -> np.ndarray:
         if not self.stacked:

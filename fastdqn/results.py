@@ -126,7 +126,8 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "steps": int(telemetry.steps),
         "episodes": len(telemetry.curve),
         "updates": int(telemetry.updates),
-        "replay_ratio": (telemetry.updates * cfg.hp.batch_size / telemetry.steps) if telemetry.steps else None,
+        "replay_ratio": telemetry.replay_ratio(),
+        "samples_per_update": telemetry.samples_per_update,
         "frames_per_step": frames_per_step,
         "fps": fps,
         "fps_total": _finite(telemetry.fps_total()),
@@ -135,6 +136,8 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "learning_started": ({"steps": telemetry.learn_start[0], "seconds": round(telemetry.learn_start[1], 3)}
                              if telemetry.learn_start else None),
         "fps_series": telemetry.fps_series,
+        "phase_profile": {"trainer": telemetry.profile.report(telemetry.timer.value()),
+                          "players": telemetry.player_profiles},
         "wall_seconds": float(telemetry.timer.value()),
         "solved": solved,
         "last_mean100": rewards.mean100,

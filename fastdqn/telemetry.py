@@ -20,6 +20,8 @@ from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from ignite.metrics import RunningAverage
 from ignite.metrics.metric import RunningBatchWise
 
+from .profile import PhaseTimer
+
 EMA_ALPHA = 0.98   # the book's smoothing of the episode reward
 MEAN_WINDOW = 100  # the headline stop rule: mean of the last 100 completed episodes
 
@@ -80,6 +82,9 @@ class Telemetry:
         self.learn_start: tuple[int, float] | None = None  # (step, wall) of the first update
         self.steps = 0
         self.updates = 0
+        self.samples_per_update = 0  # set by the loop: the SGD batch size
+        self.profile = PhaseTimer()  # the loop's (trainer's) phases
+        self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
         self.stop_reason = "not started"
         self._last_sample = (0, 0.0)
         self.tb: TensorboardLogger | None = None
@@ -105,6 +110,12 @@ class Telemetry:
         step0, wall0 = self.learn_start
         dt = self.timer.value() - wall0
         return (self.steps - step0) / dt if dt > 0 else None
+
+    def replay_ratio(self) -> float | None:
+        """Samples trained per agent step after the warm-up."""
+        if self.learn_start is None or self.steps <= self.learn_start[0]:
+            return None
+        return self.updates * self.samples_per_update / (self.steps - self.learn_start[0])
 
     def fps_total(self) -> float | None:
         dt = self.timer.value()
@@ -173,6 +184,7 @@ class Telemetry:
         # only what exists yet: no loss or FPS during the warm-up
         scalars = {"epsilon": engine.state.epsilon, "loss": engine.state.output,
                    "avg_loss": engine.state.metrics.get("avg_loss"), "avg_fps": self.fps()}
+        scalars.update({f"profile_{p}": v for p, v in self.profile.shares(wall).items()})
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.state.metrics["avg_fps"] = self._train_scalars.get("avg_fps", math.nan)
 

@@ -29,6 +29,8 @@ def resolve_device(name: str) -> torch.device:
 def run_loop(cfg, device, telemetry):
     if cfg.flags.loop == "ptan":  # flag site: loop
         from .loops import ptan_reference as loop
+    elif cfg.flags.parallel:  # flag site: parallel
+        from .loops import parallel as loop
     else:
         from .loops import serial as loop
     return loop.run(cfg, device, telemetry)

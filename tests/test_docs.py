@@ -24,5 +24,5 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
 
 def test_flag_sites_are_greppable():
     src = "\n".join(p.read_text() for p in (ROOT / "fastdqn").rglob("*.py"))
-    for flag in ("no_grad", "loop"):
+    for flag in ("no_grad", "loop", "envs", "backend", "wrappers", "parallel"):
         assert f"flag site: {flag}" in src

@@ -39,11 +39,15 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
-def make_env(hp) -> gym.Env:
-    """One env with the baseline preprocessing. Episode statistics (info["episode"]) record the
-    raw game score, before reward clipping. Seed it through the first reset(seed=...)."""
+def make_env(hp, wrappers: str = "baseline") -> gym.Env:
+    """One env with the baseline preprocessing, or the tweaked one (envs/fast.py). Episode
+    statistics (info["episode"]) record the raw game score, before reward clipping. Seed it
+    through the first reset(seed=...)."""
     if not is_atari(hp.env):
         return RecordEpisodeStatistics(gym.make(hp.env))
+    if wrappers == "fast":  # flag site: wrappers
+        from .fast import make_fast_env
+        return make_fast_env(hp)
     env = gym.make(hp.env, frameskip=1, repeat_action_probability=0.0,
                    max_num_frames_per_episode=hp.max_episode_frames)
     # noop starts, action repeat with max over the last two frames, 84x84 grayscale (cv2 INTER_AREA)
@@ -53,4 +57,4 @@ def make_env(hp) -> gym.Env:
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireReset(env)
     env = TransformReward(env, lambda r: float(np.sign(r)))  # reward clipping, as the book's
-    return FrameStackObservation(env, hp.frame_stack)  # (stack, 84, 84) uint8, channels first
+    return FrameStackObservation(env, hp.stack)  # (stack, 84, 84) uint8, channels first

@@ -1,6 +1,19 @@
-"""Vector backends with one contract: same-step autoreset. `step` returns the true next
-observation of every env (the final one where an episode ended) for the replay, and the
-observation to act on next (the reset one there). No stored transition crosses an episode."""
+"""Vector backends behind one contract, whatever their autoreset mode.
+
+Every backend offers `reset(seed) -> obs (N, ...)`, `send(actions, env_ids)` and `recv() ->
+StepResult`. Sync backends step all N envs in `recv`; async ones return the first `batch` envs
+that are ready, named by `StepResult.env_ids` (every backend has `num_envs` and `batch`). Each row of a StepResult says what the replay
+must do with it, so that no stored transition crosses an episode boundary:
+
+- `has_transition`: the row is a real agent step: store (action, reward, terminated, next_obs).
+  With same-step autoreset (sequential, gymnasium SAME_STEP) every row is one, and next_obs is the
+  final observation where the episode ended. With next-step autoreset (ale-py's vector env) the
+  step after an episode's end is a reset step whose action the env ignored and whose reward is 0:
+  it has no transition.
+- `reset`: `obs` is the first observation of a new episode: the replay starts a stream there.
+
+`obs` is always what to act on next. Agent steps (FPS, schedules) count rows with a transition.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,25 +25,36 @@ from .atari import make_env
 
 @dataclass
 class StepResult:
-    obs: np.ndarray          # (N, ...) observations to act on next (reset obs where done)
-    next_obs: np.ndarray     # (N, ...) true s' of this step (final obs where done)
-    rewards: np.ndarray      # (N,) float32, clipped as the wrappers clip
-    terminated: np.ndarray   # (N,) bool: no bootstrap
-    truncated: np.ndarray    # (N,) bool: time limit; bootstraps
-    episodes: list           # [(env_index, raw return, length in agent steps)] ended this step
+    env_ids: np.ndarray         # (B,) int64: which envs these rows are
+    obs: np.ndarray             # (B, ...) observations to act on next
+    next_obs: np.ndarray        # (B, ...) s' of each transition row (final obs where done)
+    rewards: np.ndarray         # (B,) float32, clipped as the wrappers clip
+    terminated: np.ndarray      # (B,) bool: no bootstrap
+    truncated: np.ndarray       # (B,) bool: time limit; bootstraps
+    has_transition: np.ndarray  # (B,) bool: see the module docstring
+    reset: np.ndarray           # (B,) bool: obs starts an episode
+    episodes: list              # [(env_id, raw return, length in agent steps)] ended in this result
 
 
 class SequentialVecEnv:
     """The book's N env copies: stepped one after another in this process."""
 
-    def __init__(self, hp, num_envs: int):
-        self.envs = [make_env(hp) for _ in range(num_envs)]
+    def __init__(self, hp, num_envs: int, wrappers: str = "baseline"):
+        self.envs = [make_env(hp, wrappers) for _ in range(num_envs)]
         self.num_envs = num_envs
+        self.batch = num_envs  # rows per recv
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
 
     def reset(self, seed: int) -> np.ndarray:
         return np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
+
+    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+        self._actions = np.empty(self.num_envs, np.int64)
+        self._actions[env_ids] = actions
+
+    def recv(self) -> StepResult:
+        return self.step(self._actions)
 
     def step(self, actions: np.ndarray) -> StepResult:
         n = self.num_envs
@@ -46,12 +70,21 @@ class SequentialVecEnv:
             if te or tr:
                 episodes.append((i, float(info["episode"]["r"]), int(info["episode"]["l"])))
                 obs[i], _ = env.reset()
-        return StepResult(np.stack(obs), np.stack(next_obs), rewards, terminated, truncated, episodes)
+        done = terminated | truncated
+        return StepResult(np.arange(n), np.stack(obs), np.stack(next_obs), rewards, terminated, truncated,
+                          has_transition=np.ones(n, bool), reset=done, episodes=episodes)
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
 
 
-def make_vec_env(hp, num_envs: int = 1) -> SequentialVecEnv:
-    return SequentialVecEnv(hp, num_envs)
+def make_vec_env(hp, flags):
+    """`flags.envs` copies of the env on `flags.backend` with `flags.wrappers`."""
+    if flags.backend == "sequential":  # flag site: backend
+        return SequentialVecEnv(hp, flags.envs, flags.wrappers)
+    from . import backends
+    if flags.backend == "gym_async":
+        return backends.GymAsyncVecEnv(hp, flags.envs, flags.wrappers)
+    return backends.AleVecEnv(hp, flags.envs, batch=flags.async_batch or flags.envs // 2
+                              if flags.backend == "ale_async" else flags.envs)

@@ -36,7 +36,7 @@ def make_ptan_env(hp) -> gym.Env:
                          f"{hp.env!r}, frame_skip {hp.frame_skip}")
     env = gym.make(hp.env, repeat_action_probability=0.0, max_num_frames_per_episode=hp.max_episode_frames)
     env.reset(seed=hp.seed)  # wrap_dqn's stacking wrapper drops reset seeds: seed the base env once
-    return ptan.common.wrappers.wrap_dqn(env, stack_frames=hp.frame_stack, noop_max=hp.noop_max)
+    return ptan.common.wrappers.wrap_dqn(env, stack_frames=hp.stack, noop_max=hp.noop_max)
 
 
 def unpack_batch(batch, device):
@@ -62,27 +62,35 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
     buffer = ptan.experience.ExperienceReplayBuffer(exp_source, buffer_size=hp.replay_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
     state = RunState(net=net, env=env)
+    telemetry.samples_per_update = hp.batch_size
+    profile = telemetry.profile
     last_sync = 0
 
     def iteration(engine: Engine, _):
         nonlocal last_sync
         steps = engine.state.steps
         selector.epsilon = epsilon_at(steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
-        buffer.populate(1)                       # act + step + store, inside ptan
+        with profile("env"):  # act + step + store happen inside ptan: one phase
+            buffer.populate(1)
         engine.state.steps = steps + 1
         engine.state.epsilon = selector.epsilon
         telemetry.episodes_ended(engine, [(0, r, n) for r, n in exp_source.pop_rewards_steps()])
         if len(buffer) < hp.replay_initial:
             return None
-        batch = unpack_batch(buffer.sample(hp.batch_size), device)
-        loss = dqn_loss(net, tgt_net.target_model, *batch, gamma=hp.gamma, no_grad=flags.no_grad, kind=hp.loss)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if engine.state.steps - last_sync >= hp.target_sync_steps:
-            tgt_net.sync()
-            last_sync = engine.state.steps
-        return loss.item()
+        with profile("replay_sample"):
+            batch = buffer.sample(hp.batch_size)
+        with profile("copy"):
+            batch = unpack_batch(batch, device)
+        with profile("learn"):
+            loss = dqn_loss(net, tgt_net.target_model, *batch, gamma=hp.gamma, no_grad=flags.no_grad,
+                            kind=hp.loss)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if engine.state.steps - last_sync >= hp.target_sync_steps:
+                tgt_net.sync()
+                last_sync = engine.state.steps
+            return loss.item()
 
     engine = Engine(iteration)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
