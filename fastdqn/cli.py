@@ -89,6 +89,16 @@ def readme_for(results: Path) -> Path:
 
 def cmd_report(args) -> int:
     from .bench.report import write_report
+    if args.from_tensorboard:
+        from .bench.plots import curves_from_tensorboard, plot_reward
+        logdir = Path(args.from_tensorboard)
+        cells = {d.name: curves_from_tensorboard(d) for d in sorted(logdir.iterdir()) if d.is_dir()}
+        cells = {name: curves for name, curves in cells.items() if curves}
+        if not cells:
+            raise UsageError(f"no TensorBoard runs with episodes/avg_reward below {str(logdir)!r}")
+        plot_reward(cells, logdir / "reward.png", logdir.name, args.stop_reward)
+        print(f"plot: {logdir / 'reward.png'}", file=sys.stderr)
+        return 0
     results = Path(args.results_dir)
     print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
     return 0
@@ -104,6 +114,10 @@ def build_parser(argv: list[str]) -> Parser:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     r = sub.add_parser("report", help="write results/README.md tables from result files")
     r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
+    r.add_argument("--from-tensorboard", metavar="LOGDIR", default=None,
+                   help="instead: plot reward curves from TensorBoard event files, one cell per "
+                        "subfolder of LOGDIR (e.g. runs/bench/<machine>/<matrix>), into LOGDIR/reward.png")
+    r.add_argument("--stop-reward", type=float, default=17.0, help="reference line for --from-tensorboard")
     return parser
 
 

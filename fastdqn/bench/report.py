@@ -4,6 +4,7 @@ skipped, never fatal."""
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -100,19 +101,22 @@ HEADER = ["# Results", "",
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def render_sections(root: Path, found: dict, level: int = 2) -> str:
+def render_sections(root: Path, found: dict, plots: dict, link_base: Path, level: int = 2) -> str:
+    """Markdown per machine and matrix; plot links relative to link_base."""
     out = []
     for (machine, matrix) in sorted(found):
         cells = found[(machine, matrix)]
         order = cell_order(root / machine / matrix, cells)
         first = cells[order[0]][0]
         hw, ver = first["hardware"], first["versions"]
+        links = " ".join(f"[{p.stem}]({Path(os.path.relpath(p.resolve(), link_base.resolve())).as_posix()})"
+                         for p in plots.get((machine, matrix), []))
         out += [f"{'#' * level} {machine} / {matrix}", "",
                 f"Machine: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}. "
                 f"torch {ver['torch']}, gymnasium {ver['gymnasium']}, ale-py {ver['ale_py']}, "
                 f"commit {(first['git']['commit'] or '?')[:10]}{' (dirty)' if first['git']['dirty'] else ''}.", "",
                 f"Settings of `{order[0]}`: {settings_line(cells[order[0]])}.", "",
-                matrix_table(cells, order), ""]
+                matrix_table(cells, order), ""] + ([f"Plots: {links}", ""] if links else [])
     return "\n".join(out)
 
 
@@ -124,13 +128,16 @@ def _write(path: Path, text: str) -> None:
 
 def write_report(root: Path, readme: Path | None = None) -> Path:
     """results/README.md, and the block between the markers of `readme` (the project README)."""
+    from .plots import plot_all
     found = collect(root)
+    plots = {key: plot_all({c: found[key][c] for c in cell_order(root / key[0] / key[1], found[key])},
+                           root / key[0] / key[1] / "plots", f"{key[1]} on {key[0]}") for key in found}
     path = root / "README.md"
-    _write(path, "\n".join(HEADER) + "\n" + render_sections(root, found))
+    _write(path, "\n".join(HEADER) + "\n" + render_sections(root, found, plots, root))
     if readme is not None and readme.exists():
         text = readme.read_text()
         start, end = text.find(README_START), text.find(README_END)
         if 0 <= start < end:
-            block = render_sections(root, found, level=3)
+            block = render_sections(root, found, plots, readme.parent, level=3)
             _write(readme, text[:start + len(README_START)] + "\n" + block + text[end:])
     return path
