@@ -53,8 +53,8 @@ def make_env(hp, wrappers: str = "baseline") -> gym.Env:
     # noop starts, action repeat with max over the last two frames, 84x84 grayscale (cv2 INTER_AREA)
     env = AtariPreprocessing(env, noop_max=hp.noop_max, frame_skip=hp.frame_skip, screen_size=84,
                              terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
-    env = RecordEpisodeStatistics(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireReset(env)
+    env = RecordEpisodeStatistics(env)  # outside FireReset: lengths count the agent's steps only
     env = TransformReward(env, lambda r: float(np.sign(r)))  # reward clipping, as the book's
     return FrameStackObservation(env, hp.stack)  # (stack, 84, 84) uint8, channels first

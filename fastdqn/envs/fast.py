@@ -85,7 +85,7 @@ def make_fast_env(hp) -> gym.Env:
     # once per agent step; (b) no no-op starts: hp.noop_max is deliberately ignored.
     env = gym.make(hp.env, frameskip=hp.frame_skip, obs_type="grayscale", repeat_action_probability=0.0,
                    max_num_frames_per_episode=hp.max_episode_frames)
-    env = RecordEpisodeStatistics(env)  # raw score, before clipping, as in the baseline
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireReset(env)
+    env = RecordEpisodeStatistics(env)  # raw score before clipping, agent steps only, as the baseline
     return FastAtariFrames(env, hp.stack)  # (d) resize, (e) stack, reward clipping
