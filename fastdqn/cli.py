@@ -1,4 +1,4 @@
-"""Command line: `fastdqn train | bench | report` (also `python -m fastdqn`).
+"""Command line: `fastdqn train | bench | report | check` (also `python -m fastdqn`).
 
 User errors print one line `fastdqn: error: ...` and exit 2, never a traceback.
 """
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import PRESET_DOCS, PRESETS, all_fields, build_config, preset_config
-from .errors import UsageError
+from .errors import ProcessFailed, UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -104,6 +104,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .bench.check import REFERENCE, run_check
+    if args.rounds < 1:
+        raise UsageError(f"invalid value {args.rounds} for --rounds: expected >= 1")
+    return run_check(Path(args.reference) if args.reference else REFERENCE, args.rounds, args.update)
+
+
 def build_parser(argv: list[str]) -> Parser:
     parser = Parser(prog="fastdqn", description="DQN throughput toolkit and benchmark harness")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -112,6 +119,10 @@ def build_parser(argv: list[str]) -> Parser:
     b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
     b.add_argument("--results", default="results", help="results root (default: results)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser("check", help="speed regression gate: exit 1 when a measured ratio regressed")
+    c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per gate (default 5)")
+    c.add_argument("--reference", default=None, help="reference JSON (default benchmarks/check_reference.json)")
+    c.add_argument("--update", action="store_true", help="write this machine's ratios as its reference")
     r = sub.add_parser("report", help="write results/README.md tables from result files")
     r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
     r.add_argument("--from-tensorboard", metavar="LOGDIR", default=None,
@@ -125,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser(argv).parse_args(argv)
-        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report}[args.command](args)
+        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check}[args.command](args)
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 2
+    except ProcessFailed as e:  # train() has written the result (status failed)
+        print(f"fastdqn: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fastdqn: interrupted; finished results are kept", file=sys.stderr)
         return 130

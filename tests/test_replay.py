@@ -268,3 +268,18 @@ def test_pong_sized_replay_fits_in_1gib():
 def test_vector_replay_is_small():
     replay = FrameReplay(100_000, (4,), np.float32)
     assert replay.nbytes() < 100_000 * (4 * 4 + 32)
+
+
+def test_full_pong_replay_rss_is_under_1_gib():
+    """The real resident memory of 100k Pong transitions, measured in a fresh process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "replay_memory.py")], capture_output=True,
+                         text=True, timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["stored"] == 100_000
+    assert 0.5 * 2**30 < result["rss_delta_bytes"] <= 2**30  # the frames are really resident, and fit

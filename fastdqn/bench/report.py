@@ -84,6 +84,23 @@ def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
     return "\n".join(lines)
 
 
+def phase_table(cells: dict[str, list[dict]], order: list[str]) -> str:
+    """Share of the trainer's wall time per phase, mean over seeds; players' shares when parallel."""
+    from ..profile import PHASES
+    names = list(PHASES) + ["other"]
+    lines = ["| cell | " + " | ".join(names) + " | players: env / act / queue_wait |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for c in order:
+        shares = [r.get("phase_profile", {}).get("trainer", {}).get("share", {}) for r in cells[c]]
+        row = [statistics.mean(s.get(p, 0.0) for s in shares) for p in names]
+        players = [p["share"] for r in cells[c] for p in r.get("phase_profile", {}).get("players", [])
+                   if isinstance(p, dict) and "share" in p]
+        play = "-" if not players else " / ".join(
+            f"{statistics.mean(p.get(k, 0.0) for p in players):.0%}" for k in ("env", "act", "queue_wait"))
+        lines.append(f"| {c} | " + " | ".join(f"{v:.0%}" for v in row) + f" | {play} |")
+    return "\n".join(lines)
+
+
 def settings_line(results: list[dict]) -> str:
     cfg = results[0]["config"]
     hp, run = cfg["hyperparams"], cfg["run"]
@@ -116,7 +133,9 @@ def render_sections(root: Path, found: dict, plots: dict, link_base: Path, level
                 f"torch {ver['torch']}, gymnasium {ver['gymnasium']}, ale-py {ver['ale_py']}, "
                 f"commit {(first['git']['commit'] or '?')[:10]}{' (dirty)' if first['git']['dirty'] else ''}.", "",
                 f"Settings of `{order[0]}`: {settings_line(cells[order[0]])}.", "",
-                matrix_table(cells, order), ""] + ([f"Plots: {links}", ""] if links else [])
+                matrix_table(cells, order), "",
+                "Phase profile (share of the trainer's wall time, mean over seeds):", "",
+                phase_table(cells, order), ""] + ([f"Plots: {links}", ""] if links else [])
     return "\n".join(out)
 
 
