@@ -15,8 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def newest_frames(obs: np.ndarray, obs_shape: tuple[int, ...]) -> np.ndarray:
+    """What the replay keeps of a batch of observations: the newest frame of image stacks
+    (stack, H, W), whole vectors otherwise."""
+    return obs[:, -1] if len(obs_shape) == 3 else obs
+
+
 class FrameReplay:
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int = 1):
+        self.obs_shape = tuple(obs_shape)
         self.stacked = len(obs_shape) == 3  # (stack, H, W) image stacks; else whole vectors
         self.stack = obs_shape[0] if self.stacked else 1
         frame_shape = obs_shape[1:] if self.stacked else obs_shape
@@ -41,9 +48,6 @@ class FrameReplay:
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminated,
                                       self.has_transition, self.pos))
 
-    def _newest(self, obs: np.ndarray) -> np.ndarray:
-        return obs[:, -1] if self.stacked else obs
-
     def _write(self, envs: np.ndarray, frames: np.ndarray, pos: np.ndarray) -> None:
         slots = self.written[envs] % self.ring
         self.frames[envs, slots] = frames
@@ -51,22 +55,23 @@ class FrameReplay:
         self.has_transition[envs, slots] = False
         self.written[envs] += 1
 
-    def start(self, envs, obs: np.ndarray) -> None:
-        """Begin episodes for `envs` with their reset observations obs (len(envs), ...)."""
+    def start(self, envs, obs: np.ndarray, frames: bool = False) -> None:
+        """Begin episodes for `envs` with their reset observations obs (len(envs), ...).
+        frames=True: obs are already `newest_frames` (the parallel loop's chunks carry only those)."""
         envs = np.asarray(envs, np.int64)
-        self._write(envs, self._newest(obs), np.zeros(len(envs), np.int64))
+        self._write(envs, obs if frames else newest_frames(obs, self.obs_shape), np.zeros(len(envs), np.int64))
 
-    def add(self, actions, rewards, terminated, next_obs: np.ndarray, env_ids=None) -> None:
+    def add(self, actions, rewards, terminated, next_obs: np.ndarray, env_ids=None, frames: bool = False) -> None:
         """One step of envs `env_ids` (default: all, in order): the transition from each env's
         current slot, and s' (the true next observation, the final one where an episode ended).
-        Call `start` afterwards for envs whose episode ended."""
+        Call `start` afterwards for envs whose episode ended. frames=True: as in `start`."""
         envs = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, np.int64)
         cur = (self.written[envs] - 1) % self.ring
         self.actions[envs, cur] = actions
         self.rewards[envs, cur] = rewards
         self.terminated[envs, cur] = terminated
         self.has_transition[envs, cur] = True
-        self._write(envs, self._newest(next_obs), self.pos[envs, cur] + 1)
+        self._write(envs, next_obs if frames else newest_frames(next_obs, self.obs_shape), self.pos[envs, cur] + 1)
         self.added += len(envs)
 
     def _stack_at(self, envs: np.ndarray, g: np.ndarray, pos: np.ndarray) -> np.ndarray:

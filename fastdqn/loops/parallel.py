@@ -1,0 +1,388 @@
+"""fastdqn's parallel loop (the chapter's "parallel" step): play processes act and step their envs,
+the trainer process stores and learns.
+
+    player p (x M, spawned)                         trainer (this process, an ignite Engine)
+    act (own CPU copy of the net), step envs  --chunks of numpy arrays, bounded queue-->
+                                                    insert into one FrameReplay, SGD steps,
+    load weights when the version changes     <--shared-memory state_dict + version--  publish
+
+Design, in the order the code meets it:
+- Player p owns `make_vec_env(hp, flags)` seeded hp.seed + 1000 p (player 0 uses the serial
+  loop's seeds) and global env ids p*envs .. (p+1)*envs - 1 in one FrameReplay of M*envs streams.
+- Players act on the CPU whatever the trainer's device: M CUDA contexts would cost more memory
+  than a batched forward pass of `envs` observations costs time on a core. One torch thread each.
+- Epsilon: from the player's own agent steps x M. For M=1 that is exactly the serial loop's
+  schedule; for M>1 players step at about the same rate, so it tracks the global count without
+  waiting on the trainer (a trainer-updated counter would lag by the chunks in the queue).
+- Transfers: CHUNK_STEPS agent steps per message, as arrays holding only the newest frame per
+  row (FrameReplay stores no more), in the exact order of the serial loop's add/start calls, so the
+  replay is what the serial loop would have stored. The queue holds QUEUE_CHUNKS messages per
+  player: a stalled trainer blocks the players, memory stays bounded.
+- Replay ratio: the serial loop's hp.batch_size samples per agent step after the warm-up, in SGD
+  steps of batch hp.batch_size x envs; a chunk's worth of them after each chunk.
+- Weights: every flags.weight_sync_steps agent steps the trainer copies its net into a CPU
+  state_dict in shared memory and bumps a version; players load it before their next action when
+  it changed (checked once per chunk). Their policy is that many steps stale at most, plus the
+  chunks in flight.
+- Failure: any process that dies ends the run. The trainer checks the players' exit codes while it
+  waits for chunks and raises ProcessFailed naming the player; players exit as soon as the trainer
+  is gone (a watchdog thread on the parent's sentinel); players ignore SIGINT and are stopped by
+  the trainer through an Event; `finally` leaves no process behind.
+"""
+from __future__ import annotations
+
+import os
+import queue as queue_lib
+import signal
+import threading
+import time
+import traceback
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+from ignite.engine import Engine
+
+from ..agent import EpsilonGreedy, epsilon_at
+from ..envs import make_env, make_vec_env
+from ..errors import ProcessFailed
+from ..loss import dqn_loss, make_target, sync_target
+from ..model import make_net
+from ..profile import PhaseTimer
+from ..replay import FrameReplay, newest_frames
+from ..telemetry import Telemetry
+from .common import RunState, seed_everything
+
+CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
+QUEUE_CHUNKS = 4     # messages in flight per player before players block
+POLL_S = 0.2         # how often blocked waits look at stop requests and exit codes
+STOP_GRACE_S = 3.0   # players get this long to stop on request before they are terminated
+PLAYER_DEVICE = torch.device("cpu")
+
+
+# --- the chunk protocol: player side builds, trainer side applies -----------------------------
+
+class ChunkBuilder:
+    """Buffers a player's rounds as arrays, in the serial loop's order: per round the transition
+    rows (replay.add) then the reset rows (replay.start). Env ids are global (offset)."""
+
+    def __init__(self, obs_shape, offset: int = 0):
+        self.obs_shape, self.offset = tuple(obs_shape), offset
+        self.rounds, self.adds, self.starts, self.episodes = [], [], [], []
+        self.steps = 0  # agent steps buffered
+
+    def reset(self, env_ids: np.ndarray, obs: np.ndarray) -> None:
+        self.rounds.append((0, len(env_ids)))
+        self.starts.append((env_ids + self.offset, newest_frames(obs, self.obs_shape)))
+
+    def add(self, result, taken: np.ndarray) -> None:
+        """One recv's StepResult; taken[e]: the last action sent to env e."""
+        t, r = result.has_transition, result.reset
+        ids = result.env_ids[t]
+        self.adds.append((ids + self.offset, taken[ids], result.rewards[t], result.terminated[t],
+                          newest_frames(result.next_obs[t], self.obs_shape)))
+        self.starts.append((result.env_ids[r] + self.offset, newest_frames(result.obs[r], self.obs_shape)))
+        self.rounds.append((int(t.sum()), int(r.sum())))
+        self.episodes += [(e + self.offset, ret, length) for e, ret, length in result.episodes]
+        self.steps += int(t.sum())
+
+    def take(self, player_steps: int) -> dict:
+        """The buffered rounds as one message; the builder starts empty again."""
+        cat = lambda parts, i: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
+        chunk = {"rounds": np.array(self.rounds, np.int64).reshape(-1, 2),
+                 "env": cat(self.adds, 0), "action": cat(self.adds, 1), "reward": cat(self.adds, 2),
+                 "terminated": cat(self.adds, 3), "next_frame": cat(self.adds, 4),
+                 "reset_env": cat(self.starts, 0), "reset_frame": cat(self.starts, 1),
+                 "episodes": self.episodes, "steps": self.steps, "player_steps": player_steps}
+        self.rounds, self.adds, self.starts, self.episodes, self.steps = [], [], [], [], 0
+        return chunk
+
+
+def apply_chunk(replay: FrameReplay, chunk: dict) -> None:
+    """Replay a chunk's rounds into the replay, in order: the serial loop's add/start calls."""
+    t = r = 0
+    for n_add, n_start in chunk["rounds"]:
+        if n_add:
+            s = slice(t, t + n_add)
+            replay.add(chunk["action"][s], chunk["reward"][s], chunk["terminated"][s],
+                       chunk["next_frame"][s], chunk["env"][s], frames=True)
+            t += n_add
+        if n_start:
+            replay.start(chunk["reset_env"][r:r + n_start], chunk["reset_frame"][r:r + n_start], frames=True)
+            r += n_start
+
+
+# --- player process --------------------------------------------------------------------------
+
+def _exit_with_trainer() -> None:
+    """Watchdog thread: wherever the player blocks (env step, full queue, flushing the queue at
+    exit), it ends when the trainer is gone; otherwise it would wait on that queue forever."""
+    mp.parent_process().join()  # returns when the parent's sentinel closes: it exited or was killed
+    os._exit(1)
+
+
+def _put(q, item, give_up) -> bool:
+    """Blocking put on the bounded queue that still notices give_up() every POLL_S."""
+    while True:
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue_lib.Full:
+            if give_up():
+                return False
+
+
+def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_players: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which stops us
+    threading.Thread(target=_exit_with_trainer, daemon=True).start()
+    hp, flags = cfg.hp, cfg.flags
+    profile, env = PhaseTimer(), None
+    # test-only hook (tests/test_parallel.py): "P:N" makes player P raise after N agent steps
+    crash = os.environ.get("FASTDQN_TEST_PLAYER_CRASH", "")
+    crash_after = int(crash.split(":")[1]) if crash.split(":")[0] == str(p) else 0
+    try:
+        torch.set_num_threads(1)  # the cores belong to the envs, the other players and the trainer
+        seed = hp.seed + 1000 * p
+        seed_everything(seed)
+        env = make_vec_env(hp, flags)
+        obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
+        if (obs_shape, n_actions) != spaces:  # the trainer sized its replay and net from one make_env
+            raise ValueError(f"vector env spaces {(obs_shape, n_actions)} differ from make_env's {spaces}")
+        net = make_net(obs_shape, n_actions, hp.mlp_hidden).to(PLAYER_DEVICE)
+        select_actions = EpsilonGreedy(net, n_actions, PLAYER_DEVICE, flags.no_grad, seed=seed)
+        seen = -1
+        obs, env_ids = env.reset(seed=seed), np.arange(env.num_envs)
+        taken = np.zeros(env.num_envs, np.int64)  # last action sent to each env
+        chunk = ChunkBuilder(obs_shape, offset=p * flags.envs)
+        chunk.reset(env_ids, obs)
+        steps, start = 0, time.perf_counter()
+        while not stop.is_set():
+            if version.value != seen:  # the trainer published new weights
+                with version.get_lock():
+                    net.load_state_dict(shared)
+                    seen = version.value
+            epsilon = epsilon_at(steps * num_players, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
+            with profile("act"):
+                actions = select_actions(obs, epsilon)
+                taken[env_ids] = actions
+            with profile("env"):
+                env.send(actions, env_ids)
+                result = env.recv()
+            chunk.add(result, taken)
+            obs, env_ids = result.obs, result.env_ids
+            steps += int(result.has_transition.sum())
+            if chunk.steps >= CHUNK_STEPS:
+                with profile("queue_wait"):
+                    _put(q, ("chunk", p, chunk.take(steps)), stop.is_set)
+            if crash_after and steps >= crash_after:
+                raise RuntimeError(f"test-only crash after {steps} agent steps (FASTDQN_TEST_PLAYER_CRASH)")
+        deadline = time.monotonic() + 1.0  # the trainer drains the queue while it waits for us
+        _put(q, ("profile", p, {"player": p, "steps": steps, **profile.report(time.perf_counter() - start)}),
+             lambda: time.monotonic() > deadline)
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        deadline = time.monotonic() + 2.0
+        _put(q, ("error", p, f"player {p} failed: {type(e).__name__}: {e} "
+                             f"({os.path.basename(where.filename)}:{where.lineno})"),
+             lambda: time.monotonic() > deadline)
+        raise SystemExit(1)  # exit code 1 also names us if the message is lost
+    finally:
+        if env is not None:
+            env.close()
+
+
+# --- trainer side ----------------------------------------------------------------------------
+
+class Players:
+    """The M play processes and the trainer's end of their queue.
+
+    A thread receives from the queue: a player killed in the middle of writing a message leaves
+    half of it in the pipe, and a read of it would block for good. The trainer itself only waits
+    on the thread, with a timeout, so it always gets to check the players' exit codes."""
+
+    def __init__(self, ctx, cfg, spaces: tuple, shared: dict, version):
+        self.stop = ctx.Event()
+        self.queue = ctx.Queue(maxsize=QUEUE_CHUNKS * cfg.flags.players)
+        self.inbox = queue_lib.Queue(maxsize=1)
+        self.procs = [ctx.Process(target=_play, name=f"fastdqn-player-{p}",  # not daemonic: may own env processes
+                                  args=(p, cfg, spaces, shared, version, self.stop, self.queue, cfg.flags.players))
+                      for p in range(cfg.flags.players)]
+        self.profiles: list[dict] = []
+        self._closed = threading.Event()
+
+    def start(self) -> None:
+        # exec keeps an ignored SIGINT: a Ctrl-C while the players import is not theirs either
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for proc in self.procs:
+                proc.start()
+        finally:
+            signal.signal(signal.SIGINT, sigint)
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                item = self.queue.get(timeout=POLL_S)
+            except queue_lib.Empty:
+                continue
+            while not self._closed.is_set():
+                try:
+                    self.inbox.put(item, timeout=POLL_S)
+                    break
+                except queue_lib.Full:
+                    pass
+
+    def next_chunk(self) -> dict:
+        """The next chunk of any player; raises ProcessFailed when a player died or raised."""
+        while True:
+            self._check()
+            try:
+                kind, p, payload = self.inbox.get(timeout=POLL_S)
+            except queue_lib.Empty:
+                continue
+            if kind == "error":
+                raise ProcessFailed(payload)
+            if kind == "chunk":
+                return payload
+
+    def _check(self) -> None:
+        dead = [(p, proc.exitcode) for p, proc in enumerate(self.procs) if proc.exitcode is not None]
+        if not dead:
+            return
+        end = time.monotonic() + 1.0  # a player that raised sent its error just before exiting
+        while time.monotonic() < end:
+            try:
+                kind, _, payload = self.inbox.get(timeout=POLL_S)
+            except queue_lib.Empty:
+                continue
+            if kind == "error":
+                raise ProcessFailed(payload)
+        p, code = dead[0]
+        raise ProcessFailed(f"player {p} died (exit code {code})")
+
+    def close(self) -> None:
+        """Stop every player: ask, wait STOP_GRACE_S while draining the queue (their last
+        messages, the phase profiles, must get through), then terminate, then kill."""
+        self.stop.set()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(proc.is_alive() for proc in self.procs) and time.monotonic() < deadline:
+            self._drain(POLL_S)
+        self._drain(POLL_S)  # what the receiving thread still hands over
+        self._closed.set()
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1.0)
+            if proc.is_alive():
+                proc.kill()
+            if proc.pid is not None:
+                proc.join()
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            while True:
+                kind, _, payload = self.inbox.get(timeout=timeout)
+                if kind == "profile":
+                    self.profiles.append(payload)
+        except queue_lib.Empty:
+            pass
+
+
+def _spaces(hp, flags):
+    """Observation shape/dtype and action count, from one env (the players own the real ones)."""
+    env = make_env(hp, flags.wrappers)
+    try:
+        return env.observation_space.shape, env.observation_space.dtype, int(env.action_space.n)
+    finally:
+        env.close()
+
+
+def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
+    hp, flags = cfg.hp, cfg.flags
+    seed_everything(hp.seed)
+    obs_shape, obs_dtype, n_actions = _spaces(hp, flags)
+    net = make_net(obs_shape, n_actions, hp.mlp_hidden).to(device)
+    tgt_net = make_target(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
+    replay = FrameReplay(hp.replay_size, obs_shape, obs_dtype, flags.players * flags.envs)
+    sample_rng = np.random.default_rng(hp.seed + 1)
+    batch_size = hp.batch_size * flags.envs  # flag site: envs (as in the serial loop)
+    telemetry.samples_per_update = batch_size
+    to_device = lambda a: torch.as_tensor(a).to(device, non_blocking=True)
+    profile = telemetry.profile
+
+    ctx = mp.get_context("spawn")  # CUDA-safe; the players import fastdqn afresh
+    shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in net.state_dict().items()}
+    version = ctx.Value("q", 0)  # its lock also guards `shared` against torn reads
+    players = Players(ctx, cfg, (obs_shape, n_actions), shared, version)
+    state = RunState(net=net)
+    last_sync = last_publish = 0
+    owed = 0.0  # SGD steps owed to the replay ratio, fractional part carried
+    failed: list[ProcessFailed] = []
+
+    def publish_weights() -> None:
+        with version.get_lock():
+            for k, v in net.state_dict().items():
+                shared[k].copy_(v)
+            version.value += 1
+
+    def iteration(engine: Engine, _):
+        nonlocal last_sync, last_publish, owed
+        with profile("queue_wait"):
+            try:
+                chunk = players.next_chunk()
+            except ProcessFailed as e:  # raised after engine.run: ignite would log it twice more
+                failed.append(e)
+                engine.terminate()
+                return None
+        with profile("replay_insert"):
+            apply_chunk(replay, chunk)
+        before = engine.state.steps
+        engine.state.steps = steps = before + chunk["steps"]
+        engine.state.epsilon = epsilon_at(chunk["player_steps"] * flags.players, hp.epsilon_start,
+                                          hp.epsilon_final, hp.epsilon_steps)
+        telemetry.episodes_ended(engine, chunk["episodes"])
+        # serial: one SGD step per round once the replay holds replay_initial transitions,
+        # i.e. hp.batch_size samples per agent step from then on
+        owed += max(0, steps - max(before, hp.replay_initial - 1)) * hp.batch_size / batch_size
+        n, owed = int(owed), owed - int(owed)
+        loss = None
+        for _ in range(n):
+            with profile("replay_sample"):
+                batch = replay.sample(batch_size, sample_rng)
+            with profile("copy"):
+                batch = [to_device(a) for a in batch]
+            with profile("learn"):
+                loss = dqn_loss(net, tgt_net, *batch, gamma=hp.gamma, no_grad=flags.no_grad, kind=hp.loss)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        if n and steps - last_sync >= hp.target_sync_steps:
+            sync_target(net, tgt_net)
+            last_sync = steps
+        if steps - last_publish >= flags.weight_sync_steps:
+            with profile("copy"):
+                publish_weights()
+            last_publish = steps
+        if loss is None:
+            return None
+        telemetry.updates += n - 1  # telemetry counts one update per iteration with a loss
+        return loss.item()
+
+    engine = Engine(iteration)
+    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
+    state.engine = engine
+    # the players' cores are not the trainer's: oversubscribed intra-op threads spin and stall
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - flags.players)))
+    try:
+        players.start()
+        engine.run(state.forever(), epoch_length=None, max_epochs=1)
+    finally:
+        players.close()
+        torch.set_num_threads(threads)
+        telemetry.player_profiles = sorted(players.profiles, key=lambda r: r["player"])
+    if failed:
+        raise failed[0]
+    return state
