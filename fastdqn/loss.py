@@ -25,6 +25,16 @@ def dqn_loss(net: nn.Module, tgt_net: nn.Module, obs, actions, rewards, dones, n
     return F.mse_loss(q, target)
 
 
+def sgd_step(net: nn.Module, tgt_net: nn.Module, optimizer: torch.optim.Optimizer, batch, gamma: float,
+             no_grad: bool, kind: str) -> torch.Tensor:
+    """One optimizer step on the Bellman loss of `batch` (obs, actions, rewards, dones, next_obs)."""
+    loss = dqn_loss(net, tgt_net, *batch, gamma=gamma, no_grad=no_grad, kind=kind)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def make_target(net: nn.Module) -> nn.Module:
     """A copy whose parameters keep requires_grad, as the book's: only the no_grad flag decides
     whether its forward pass builds a graph."""

@@ -46,7 +46,7 @@ from ignite.engine import Engine
 from ..agent import EpsilonGreedy, epsilon_at
 from ..envs import make_env, make_vec_env
 from ..errors import ProcessFailed
-from ..loss import dqn_loss, make_target, sync_target
+from ..loss import make_target, sgd_step, sync_target
 from ..model import make_net
 from ..profile import PhaseTimer
 from ..replay import FrameReplay, newest_frames
@@ -354,10 +354,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
             with profile("copy"):
                 batch = [to_device(a) for a in batch]
             with profile("learn"):
-                loss = dqn_loss(net, tgt_net, *batch, gamma=hp.gamma, no_grad=flags.no_grad, kind=hp.loss)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                loss = sgd_step(net, tgt_net, optimizer, batch, hp.gamma, flags.no_grad, hp.loss)
         if n and steps - last_sync >= hp.target_sync_steps:
             sync_target(net, tgt_net)
             last_sync = steps

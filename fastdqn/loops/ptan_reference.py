@@ -13,7 +13,7 @@ from ignite.engine import Engine
 from ..agent import epsilon_at
 from ..envs import is_atari
 from ..errors import UsageError
-from ..loss import dqn_loss
+from ..loss import sgd_step
 from ..model import make_net
 from ..telemetry import Telemetry
 from .common import RunState, seed_everything
@@ -82,11 +82,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
         with profile("copy"):
             batch = unpack_batch(batch, device)
         with profile("learn"):
-            loss = dqn_loss(net, tgt_net.target_model, *batch, gamma=hp.gamma, no_grad=flags.no_grad,
-                            kind=hp.loss)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = sgd_step(net, tgt_net.target_model, optimizer, batch, hp.gamma, flags.no_grad, hp.loss)
             if engine.state.steps - last_sync >= hp.target_sync_steps:
                 tgt_net.sync()
                 last_sync = engine.state.steps
