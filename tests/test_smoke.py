@@ -34,3 +34,13 @@ def test_preset_runs_on_pong(run_train, one_torch_thread, preset):
     assert cfg["hyperparams"]["replay_initial"] == 100
     assert cfg["run"]["max_steps"] == 500
     assert result["solved"]["mean100"]["steps"] is None  # 500 steps are less than one Pong game
+
+
+def test_n_envs_batch_and_replay_ratio(run_train, one_torch_thread):
+    """--envs N (the book's way): one SGD step of batch 32 x N per round of N agent steps, so the
+    samples per agent step after the warm-up stay the book's 32."""
+    result = run_train("--env", "CartPole-v1", "--envs", "3", "--max-steps", "900", "--replay-initial", "300",
+                       "--stop-reward", "1000")
+    assert result["samples_per_update"] == 96
+    assert result["steps"] == 900 and result["updates"] == (900 - 300) // 3 + 1
+    assert result["replay_ratio"] == pytest.approx(32, rel=0.02)

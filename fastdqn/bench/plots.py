@@ -57,13 +57,16 @@ def curves_from_tensorboard(logdir: str | Path) -> list[tuple[np.ndarray, np.nda
 
 def _band(ax, curves, xindex: int, label: str, color, style: str):
     """Median line and min-max band of several seeds' curves on a common x grid."""
+    scale = 60.0 if xindex == 0 else 1.0
+    if curves and all(len(c[0]) == 1 for c in curves):  # one episode each: points, not lines
+        ax.scatter([c[xindex][0] / scale for c in curves], [c[2][0] for c in curves], label=label, color=color)
+        return
     curves = [c for c in curves if len(c[0]) > 1]
     if not curves:
         return
     xmax = min(c[xindex][-1] for c in curves)
     grid = np.linspace(max(c[xindex][0] for c in curves), xmax, 200)
     ys = np.array([np.interp(grid, c[xindex], c[2]) for c in curves])
-    scale = 60.0 if xindex == 0 else 1.0
     ax.plot(grid / scale, np.median(ys, axis=0), label=label, color=color, linestyle=style)
     if len(curves) > 1:
         ax.fill_between(grid / scale, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.2)

@@ -152,7 +152,10 @@ def write_report(root: Path, readme: Path | None = None) -> Path:
     plots = {key: plot_all({c: found[key][c] for c in cell_order(root / key[0] / key[1], found[key])},
                            root / key[0] / key[1] / "plots", f"{key[1]} on {key[0]}") for key in found}
     path = root / "README.md"
-    _write(path, "\n".join(HEADER) + "\n" + render_sections(root, found, plots, root))
+    extras = sorted(p for p in root.glob("*/*") if p.is_file() and p.suffix in (".md", ".json"))
+    other = ["", "## Other measurements", ""] + [f"- [{p.relative_to(root).as_posix()}]({p.relative_to(root).as_posix()})"
+                                            for p in extras] + [""] if extras else []
+    _write(path, "\n".join(HEADER) + "\n" + render_sections(root, found, plots, root) + "\n".join(other))
     if readme is not None and readme.exists():
         text = readme.read_text()
         start, end = text.find(README_START), text.find(README_END)
