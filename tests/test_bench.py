@@ -109,7 +109,7 @@ def test_report_skips_corrupt_result_by_name(tmp_path, capsys):
     out = root / "m1" / "mx" / "baseline" / "1.json"
     assert main(["train", "--env", "CartPole-v1", "--max-steps", "150", "--replay-initial", "50",
                  "--batch-size", "8", "--progress", "false", "--device", "cpu", "--out", str(out)]) == 0
-    bad = root / "m1" / "mx" / "other" / "1.json"
+    bad = root / "m1" / "mx" / "broken" / "1.json"
     bad.parent.mkdir(parents=True)
     bad.write_text(out.read_text()[:100])
     capsys.readouterr()
@@ -117,5 +117,5 @@ def test_report_skips_corrupt_result_by_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(bad) in err and "not valid JSON" in err
     text = path.read_text()
-    assert "## m1 / mx" in text and "| baseline | 1 |" in text and "| other |" not in text
+    assert "## m1 / mx" in text and "| baseline | 1 |" in text and "| broken |" not in text
     assert set(collect(root)[("m1", "mx")]) == {"baseline"}

@@ -13,7 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 LONG = ["--env", "CartPole-v1", "--max-steps", "10000000", "--replay-initial", "100",
-        "--batch-size", "16", "--progress", "false", "--device", "cpu"]
+        "--batch-size", "16", "--stop-reward", "1000", "--progress", "false", "--device", "cpu"]
+
+
+def default_sigint():
+    """In the child: a shell that started us in the background (or CI) may hand down SIGINT
+    ignored, and Python then never raises KeyboardInterrupt; these tests need a real Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(predicate, timeout):
@@ -45,7 +51,7 @@ def test_train_ctrl_c_writes_interrupted_result(tmp_path):
     logdir = tmp_path / "tb"
     proc = subprocess.Popen([sys.executable, "-m", "fastdqn", "train", *LONG, "--out", str(out),
                              "--logdir", str(logdir), "--fps-every", "100"],
-                            env=ENV, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     assert wait_for(lambda: any(logdir.glob("events.*")), 60)
     time.sleep(3)  # some training iterations
     proc.send_signal(signal.SIGINT)
@@ -61,9 +67,9 @@ def test_bench_ctrl_c_keeps_finished_cells(tmp_path):
     matrix = tmp_path / "m.toml"
     matrix.write_text('seeds = [1]\n[defaults]\nenv = "CartPole-v1"\nreplay_initial = 100\nbatch_size = 16\n'
                       '[[cell]]\nname = "short"\nmax_steps = 200\n'
-                      '[[cell]]\nname = "long"\nmax_steps = 10000000\n')
+                      '[[cell]]\nname = "long"\nmax_steps = 10000000\nstop_reward = 1000\n')
     proc = subprocess.Popen([sys.executable, "-m", "fastdqn", "bench", str(matrix), "--no-progress"],
-                            cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     results = tmp_path / "results"
     assert wait_for(lambda: any(results.glob("*/m/short/1.json")), 90)
     assert wait_for(lambda: children_of(proc.pid), 30)

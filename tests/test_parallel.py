@@ -218,7 +218,9 @@ def start_long_run(tmp_path):
     def start(extra_env=None):
         out = tmp_path / "r.json"
         proc = subprocess.Popen([sys.executable, "-m", "fastdqn", "train", *LONG, "--out", str(out)],
-                                env={**ENV, **(extra_env or {})}, stderr=subprocess.PIPE, text=True)
+                                env={**ENV, **(extra_env or {})}, stderr=subprocess.PIPE, text=True,
+                                # a background shell (or CI) may hand down SIGINT ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         started.append((proc, []))
         assert wait_for(lambda: len(players_of(proc.pid)) == 2, 60), "players did not start"
         players, everyone = players_of(proc.pid), list(children_of(proc.pid))

@@ -211,13 +211,16 @@ class Players:
         self._closed = threading.Event()
 
     def start(self) -> None:
-        # exec keeps an ignored SIGINT: a Ctrl-C while the players import is not theirs either
-        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # SIGINT is blocked while the players start: they are born with it blocked (the mask
+        # survives exec), so a Ctrl-C while they import is not theirs, and they ignore it from
+        # their first line on; ours stays pending and arrives as soon as the mask is restored.
+        # (Ignoring it here instead would lose a Ctrl-C that lands during the start.)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for proc in self.procs:
                 proc.start()
         finally:
-            signal.signal(signal.SIGINT, sigint)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         threading.Thread(target=self._receive, daemon=True).start()
 
     def _receive(self) -> None:
