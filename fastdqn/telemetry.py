@@ -11,7 +11,6 @@ Emulator frames per second = FPS x frames per agent step (4 for Atari with frame
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 
 from ignite.engine import Engine, EventEnum, Events

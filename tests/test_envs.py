@@ -1,32 +1,19 @@
 """The Atari stack (`fastdqn.envs.make_env`) and the vector backend on real ALE games."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 
 from fastdqn.config import Hyperparams
 from fastdqn.envs import SequentialVecEnv, make_env
+from helpers import hparams, play
 
 PONG = "PongNoFrameskip-v4"
 
 
-def hparams(**changes) -> Hyperparams:
-    return dataclasses.replace(Hyperparams(), **changes)
 
 
-def play(env, seed: int, actions) -> tuple[list, list]:
-    """Reset with `seed`, step `actions`; observations (reset obs first) and step rewards."""
-    obs, _ = env.reset(seed=seed)
-    observations, rewards = [obs], []
-    for a in actions:
-        obs, r, terminated, truncated, _ = env.step(int(a))
-        observations.append(obs)
-        rewards.append(r)
-        if terminated or truncated:
-            break
-    return observations, rewards
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 observation contract and stack semantics, with the chapter's cheaper preprocessing."""
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -13,23 +12,11 @@ from fastdqn.config import Hyperparams
 from fastdqn.envs import make_env
 from fastdqn.envs.atari import FireReset
 from fastdqn.envs.fast import FastAtariFrames, make_fast_env
+from helpers import hparams, play
 
 
-def hparams(**changes) -> Hyperparams:
-    return dataclasses.replace(Hyperparams(), **changes)
 
 
-def play(env, seed: int, actions) -> tuple[list, list]:
-    """Reset with `seed`, step `actions`; observations (reset obs first) and step rewards."""
-    obs, _ = env.reset(seed=seed)
-    observations, rewards = [obs], []
-    for a in actions:
-        obs, r, terminated, truncated, _ = env.step(int(a))
-        observations.append(obs)
-        rewards.append(r)
-        if terminated or truncated:
-            break
-    return observations, rewards
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from fastdqn.config import Hyperparams
 from fastdqn.envs import SequentialVecEnv, StepResult
 from fastdqn.loops.parallel import ChunkBuilder, apply_chunk
 from fastdqn.replay import FrameReplay
+from helpers import alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -185,22 +186,8 @@ def players_of(pid: int) -> list[int]:
     return sorted(p for p, args in children_of(pid).items() if "spawn_main" in args)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
-    return bool(state.strip()) and not state.strip().startswith("Z")
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 LONG = ["--env", "CartPole-v1", "--max-steps", "10000000", "--replay-initial", "200", "--batch-size", "16",

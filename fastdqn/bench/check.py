@@ -219,7 +219,7 @@ def run_check(reference: Path = REFERENCE, rounds: int = 5, update: bool = False
         if not ok:
             regressed.append(name)
     print(f"speed gate on {machine} vs reference '{key}' (tolerance {tol:.0%}); ratio = fast path speed / reference speed")
-    print(f"| gate | ratio now | reference | verdict | what |\n|---|---|---|---|---|")
+    print("| gate | ratio now | reference | verdict | what |\n|---|---|---|---|---|")
     for name, now, refv, verdict, what in rows:
         print(f"| {name} | {now:.2f} | {'-' if refv is None else f'{refv:.2f}'} | {verdict} | {what} |")
     return 1 if regressed else 0
