@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Engine
 
 
 def seed_everything(seed: int) -> None:
@@ -16,14 +15,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class RunState:
-    """What a loop hands back besides the telemetry."""
-    net: Any = None
-    env: Any = None
-    engine: Any = None
-
-    @staticmethod
-    def forever():
-        """The engine's data: iterations are driven by the env, not by a dataset."""
-        return itertools.repeat(None)
+def run_engine(iteration, cfg, telemetry) -> None:
+    """Run `iteration` on an ignite Engine with the run's telemetry until a stop rule ends it.
+    Its data is an endless stream of None: the env drives the iterations, not a dataset."""
+    engine = Engine(iteration)
+    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
+    engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)

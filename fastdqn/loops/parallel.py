@@ -51,7 +51,7 @@ from ..model import make_net
 from ..profile import PhaseTimer
 from ..replay import FrameReplay, newest_frames
 from ..telemetry import Telemetry
-from .common import RunState, seed_everything
+from .common import run_engine, seed_everything
 
 CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
 QUEUE_CHUNKS = 4     # messages in flight per player before players block
@@ -301,7 +301,7 @@ def _spaces(hp, flags):
         env.close()
 
 
-def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
+def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
     obs_shape, obs_dtype, n_actions = _spaces(hp, flags)
@@ -319,7 +319,6 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
     shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in net.state_dict().items()}
     version = ctx.Value("q", 0)  # its lock also guards `shared` against torn reads
     players = Players(ctx, cfg, (obs_shape, n_actions), shared, version)
-    state = RunState(net=net)
     last_sync = last_publish = 0
     owed = 0.0  # SGD steps owed to the replay ratio, fractional part carried
     failed: list[ProcessFailed] = []
@@ -370,19 +369,15 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
         telemetry.updates += n - 1  # telemetry counts one update per iteration with a loss
         return loss.item()
 
-    engine = Engine(iteration)
-    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
-    state.engine = engine
     # the players' cores are not the trainer's: oversubscribed intra-op threads spin and stall
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - flags.players)))
     try:
         players.start()
-        engine.run(state.forever(), epoch_length=None, max_epochs=1)
+        run_engine(iteration, cfg, telemetry)
     finally:
         players.close()
         torch.set_num_threads(threads)
         telemetry.player_profiles = sorted(players.profiles, key=lambda r: r["player"])
     if failed:
         raise failed[0]
-    return state

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..loss import sgd_step
 from ..model import make_net
 from ..telemetry import Telemetry
-from .common import RunState, seed_everything
+from .common import run_engine, seed_everything
 
 
 def import_ptan():
@@ -49,7 +49,7 @@ def unpack_batch(batch, device):
     return [torch.as_tensor(a).to(device) for a in (obs, actions, rewards, dones, next_obs)]
 
 
-def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
+def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     ptan = import_ptan()
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)  # ptan draws exploration and replay samples from np.random
@@ -61,7 +61,6 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
     exp_source = ptan.experience.ExperienceSourceFirstLast(env, agent, gamma=hp.gamma, steps_count=1)
     buffer = ptan.experience.ExperienceReplayBuffer(exp_source, buffer_size=hp.replay_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
-    state = RunState(net=net, env=env)
     telemetry.samples_per_update = hp.batch_size
     profile = telemetry.profile
     last_sync = 0
@@ -88,11 +87,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
                 last_sync = engine.state.steps
             return loss.item()
 
-    engine = Engine(iteration)
-    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
-    state.engine = engine
     try:
-        engine.run(state.forever(), epoch_length=None, max_epochs=1)
+        run_engine(iteration, cfg, telemetry)
     finally:
         env.close()
-    return state

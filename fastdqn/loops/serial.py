@@ -15,10 +15,10 @@ from ..loss import make_target, sgd_step, sync_target
 from ..model import make_net
 from ..replay import FrameReplay
 from ..telemetry import Telemetry
-from .common import RunState, seed_everything
+from .common import run_engine, seed_everything
 
 
-def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
+def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
     env = make_vec_env(hp, flags)
@@ -37,7 +37,6 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
     obs, env_ids = env.reset(seed=hp.seed), np.arange(env.num_envs)
     taken = np.zeros(env.num_envs, np.int64)  # last action sent to each env
     replay.start(env_ids, obs)
-    state = RunState(net=net, env=env)
     last_sync = 0
 
     def iteration(engine: Engine, _):
@@ -73,11 +72,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> RunState:
                 last_sync = engine.state.steps
             return loss.item()
 
-    engine = Engine(iteration)
-    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
-    state.engine = engine
     try:
-        engine.run(state.forever(), epoch_length=None, max_epochs=1)
+        run_engine(iteration, cfg, telemetry)
     finally:
         env.close()
-    return state
