@@ -10,7 +10,7 @@ Set-up (skipped when pyproject.toml is unchanged since the last one):
   image), the venv sees it (--system-site-packages) and keeps that build.
 - Otherwise torch==2.13.0 is installed first: on the CPU machines that is the CPU build on disk,
   so the open torch requirement that follows never pulls a multi-GB CUDA build.
-- fastdqn is installed editable with its test and reference extras, then ptan 0.8.1 WITHOUT its
+- fastdqn is installed editable with its test, reference and ray extras, then ptan 0.8.1 WITHOUT its
   dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def setup() -> None:
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if subprocess.run([str(PY), "-c", "import torch"], capture_output=True).returncode != 0:
         sh(*pip, TORCH_CPU)
-    sh(*pip, "-e", f"{ROOT}[test,ref]")
+    sh(*pip, "-e", f"{ROOT}[test,ref,ray]")
     sh(*pip, "--no-deps", PTAN)
     stamp.write_text(want)
 

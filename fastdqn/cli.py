@@ -68,16 +68,19 @@ def default_matrix() -> str:
 
 
 def cmd_bench(args) -> int:
+    from .bench.launchers import make_launcher
     from .bench.matrix import load_matrix
     from .bench.report import cell_order, collect, matrix_table, write_report
     from .bench.runner import run_matrix
-    from .results import machine_id
     matrix = load_matrix(args.matrix or default_matrix())  # validated whole before any run
+    launcher = make_launcher(args.launcher, args.address)
     results = Path(args.results)
-    rc = run_matrix(matrix, results, progress=not args.no_progress)
-    found = collect(results).get((machine_id(), matrix.name))
-    if found:
-        print(matrix_table(found, cell_order(results / machine_id() / matrix.name, found)))
+    rc, machines = run_matrix(matrix, results, progress=not args.no_progress, launcher=launcher)
+    found = collect(results) if machines else {}
+    ran = [(m, found[(m, matrix.name)]) for m in machines if (m, matrix.name) in found]
+    for machine, cells in ran:  # Ray: one table per machine that ran cells
+        print(matrix_table(cells, cell_order(results / machine / matrix.name, cells)))
+    if ran:
         print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
     return rc
 
@@ -119,10 +122,15 @@ def build_parser(argv: list[str]) -> Parser:
     b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
     b.add_argument("--results", default="results", help="results root (default: results)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c = sub.add_parser("check", help="speed regression gate: exit 1 when a measured ratio regressed")
+    b.add_argument("--launcher", choices=("local", "ray"), default="local",
+                   help="local: one cell at a time here (default); ray: each cell a Ray task (extra `ray`)")
+    b.add_argument("--address", default=None, metavar="ADDR",
+                   help="--launcher ray: the Ray cluster to use (default: a new local instance, loopback only)")
+    c = sub.add_parser("check", help="speed regression gate: exit 1 when a speed ratio or absolute speed regressed")
     c.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per gate (default 5)")
     c.add_argument("--reference", default=None, help="reference JSON (default benchmarks/check_reference.json)")
-    c.add_argument("--update", action="store_true", help="write this machine's ratios as its reference")
+    c.add_argument("--update", action="store_true",
+                   help="write this machine's ratios and pytest-benchmark baseline as its reference")
     r = sub.add_parser("report", help="write results/README.md tables from result files")
     r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
     r.add_argument("--from-tensorboard", metavar="LOGDIR", default=None,

@@ -1,26 +1,32 @@
-"""Run a matrix: every (cell, seed) in its own fresh `fastdqn train` process, one at a time, so
-cells never compete for cores or the GPU. Driven by an ignite Engine (one iteration per run) for
-the progress bar with count and ETA. Finished results are kept and skipped on a re-run (resume);
-Ctrl-C stops the running cell (its result is written as interrupted) and keeps everything else.
+"""Run a matrix: every (cell, seed) in its own fresh `fastdqn train` process. A launcher
+(launchers.py) runs them: here one at a time, so cells never compete for cores or the GPU, or as
+Ray tasks. This driver feeds their outcomes to an ignite Engine (one iteration per run) for the
+progress bar with count and ETA, and writes the summary. Finished results are kept and skipped on
+a re-run (resume); Ctrl-C stops what runs and keeps every finished result.
 
 Layout: <results>/<machine-id>/<matrix>/<cell>/<seed>.json, <results>/<machine-id>/<matrix>/summary.csv;
 child logs and TensorBoard files under runs/bench/ (not committed).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
 from ..config import all_fields, parse_value
 from ..errors import UsageError
-from ..results import load_result, machine_id
+from ..results import load_result
 from .matrix import Cell, Matrix
+
+if TYPE_CHECKING:
+    from .launchers import Outcome
 
 DONE = ("solved", "budget", "completed")
 SUMMARY_COLUMNS = ["cell", "seed", "preset", "status", "steps", "episodes", "updates", "fps",
@@ -48,6 +54,11 @@ def finished(path: Path, cell: Cell, seed: int) -> dict | None:
     return result if same else None
 
 
+def log_base(runs: Path, machine: str, matrix: Matrix, cell: Cell, seed: int) -> Path:
+    """Child's TensorBoard folder; its log is this path + .log."""
+    return runs / machine / matrix.name / cell.name / str(seed)
+
+
 def train_command(cell: Cell, seed: int, out: Path, logdir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "fastdqn", "train", "--preset", cell.preset, "--seed", str(seed),
            "--name", f"{cell.name}-{seed}", "--out", str(out), "--logdir", str(logdir), "--progress", "false"]
@@ -73,25 +84,31 @@ def run_child(cmd: list[str], log: Path) -> int:
             raise
 
 
-def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), progress: bool = True) -> int:
-    machine = machine_id()
+def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), progress: bool = True,
+               launcher=None) -> tuple[int, list[str]]:
+    """Exit code (1 if a cell failed) and the machine ids whose results this run touched."""
+    if launcher is None:
+        from .launchers import LocalLauncher  # launchers build on this module's helpers
+        launcher = LocalLauncher()
     jobs = [(cell, seed) for cell in matrix.cells for seed in matrix.seeds]
+    outcomes = launcher.run(matrix, results, runs, jobs)  # checks the matrix against the launcher first
     failed: list[str] = []
+    machines = [launcher.machine] if launcher.machine else []  # Ray: known as outcomes arrive
     print(f"matrix {matrix.name}: {len(matrix.cells)} cells x {len(matrix.seeds)} seeds -> "
-          f"{results / machine / matrix.name}", file=sys.stderr)
+          f"{results / (launcher.machine or '<machine-id>') / matrix.name}", file=sys.stderr)
 
-    def run_one(engine: Engine, job):
-        cell, seed = job
-        out = result_path(results, machine, matrix, cell, seed)
-        if finished(out, cell, seed):
-            return f"{cell.name}/{seed}: kept"
-        tag = Path(machine) / matrix.name / cell.name / str(seed)
-        rc = run_child(train_command(cell, seed, out, runs / tag), (runs / tag).with_suffix(".log"))
-        if rc != 0:
-            failed.append(f"{cell.name}/{seed} (exit {rc}, log {(runs / tag).with_suffix('.log')})")
-        return f"{cell.name}/{seed}: exit {rc}"
+    def note(engine: Engine, o: Outcome) -> str:
+        if o.machine and o.machine not in machines:
+            machines.append(o.machine)
+        where = "" if launcher.machine else f" on {o.machine or '?'}"
+        if o.kept:
+            return f"{o.cell.name}/{o.seed}: kept{where}"
+        what = o.error or f"exit {o.rc}"
+        if o.error or o.rc != 0:
+            failed.append(f"{o.cell.name}/{o.seed} ({what}{where}{f', log {o.log}' if o.log else ''})")
+        return f"{o.cell.name}/{o.seed}: {what}{where}"
 
-    engine = Engine(run_one)
+    engine = Engine(note)
     log = lambda msg: print(msg, file=sys.stderr)
     if progress:
         pbar = ProgressBar(persist=True, desc=f"bench {matrix.name}")
@@ -99,12 +116,14 @@ def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), p
         log = pbar.log_message  # prints above the bar
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: log(e.state.output))
     try:
-        engine.run(jobs, max_epochs=1)
+        with contextlib.closing(outcomes):  # an exception here stops the launcher's runs too
+            engine.run(outcomes, max_epochs=1, epoch_length=len(jobs))
     finally:  # also on Ctrl-C: the summary holds every finished cell
-        write_summary(results / machine / matrix.name, matrix)
+        for machine in machines:
+            write_summary(results / machine / matrix.name, matrix)
     for line in failed:
         print(f"fastdqn: cell failed: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    return (1 if failed else 0), machines
 
 
 def summary_row(cell: Cell, seed: int, result: dict) -> dict:
