@@ -13,6 +13,9 @@ from typing import Any
 from .errors import UsageError
 
 
+TORCH_PONG = "torch_pong"  # fastdqn's batched Pong on tensors (not a gymnasium id)
+
+
 def _f(default, help, *, min=None, max=None, choices=None):
     return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
 
@@ -20,7 +23,8 @@ def _f(default, help, *, min=None, max=None, choices=None):
 @dataclass
 class Hyperparams:
     """The book's Pong values (Lapan, Deep RL Hands-On, ch. 9), schedules in agent steps."""
-    env: str = _f("PongNoFrameskip-v4", "gymnasium env id (Atari ids get the DeepMind stack)")
+    env: str = _f("PongNoFrameskip-v4", "gymnasium env id (Atari ids get the DeepMind stack), "
+                                        "or torch_pong (fastdqn's batched Pong on tensors)")
     replay_size: int = _f(100_000, "replay capacity in transitions", min=1)
     replay_initial: int = _f(10_000, "transitions in the replay before learning starts", min=1)
     target_sync_steps: int = _f(1_000, "agent steps between target-net syncs "
@@ -40,14 +44,22 @@ class Hyperparams:
     stack: int = _f(4, "stacked frames per observation (the tweaked wrappers' step uses 2)", min=1)
     max_episode_frames: int = _f(108_000, "emulator-frame cap of an episode", min=1)
     mlp_hidden: int = _f(128, "hidden units of the MLP head (vector observations)", min=1)
+    # torch_pong (fastdqn's batched Pong on tensors)
+    pong_size: int = _f(84, "torch_pong: side of the rendered square frame in pixels "
+                              "(36 is the smallest Nature-DQN takes)", min=36, max=256)
+    pong_points: int = _f(21, "torch_pong: points that win a game (ends the episode)", min=1)
+    # recipe
+    updates_per_step: float = _f(0.0, "SGD updates of batch_size per agent step; 0 = the book's schedule "
+                                      "(one update of batch_size x envs per round of envs steps)", min=0.0)
 
 
 @dataclass
 class Flags:
     """Optimizations. Each acts in one code site: `grep -rn <name> fastdqn/` finds it."""
     no_grad: bool = _f(True, "action selection and target net without autograd (off = slow_grads)")
-    loop: str = _f("serial", "pipeline: fastdqn's own or the book's ptan reference",
-                   choices=("serial", "ptan"))
+    loop: str = _f("serial", "pipeline: fastdqn's own, the book's ptan reference, or the device-resident "
+                             "one (env torch_pong, replay and action selection on the torch device: "
+                             "no host copies in the hot path)", choices=("serial", "ptan", "device"))
     envs: int = _f(1, "env copies per player; one batched forward pass per round, batch_size x envs "
                       "per SGD step, one SGD step per round (the book's N envs)", min=1)
     backend: str = _f("sequential", "how the env copies step: one after another in this process, "
@@ -61,6 +73,16 @@ class Flags:
     players: int = _f(1, "play processes (parallel), each with its own envs and seed", min=1)
     weight_sync_steps: int = _f(1000, "parallel: agent steps between weight copies to the players "
                                        "(the players' policy staleness)", min=1)
+    replay: str = _f("host", "serial and parallel loops: where the replay lives, a numpy ring on the host "
+                             "or on the torch device (frames stored once, sampled by on-device gather); "
+                             "the device loop always keeps it on the device", choices=("host", "device"))
+    pinned: bool = _f(False, "host envs/replay: copy observations and batches to the device through "
+                             "reused pinned staging buffers (non-blocking)")
+    compile: bool = _f(False, "torch.compile the update step (loss, backward, optimizer step)")
+    cuda_graph: bool = _f(False, "capture the whole update step in one CUDA graph and replay it (CUDA only)")
+    adam: str = _f("default", "Adam implementation: torch's default choice, foreach (multi-tensor) or fused",
+                   choices=("default", "foreach", "fused"))
+    bf16: bool = _f(False, "bf16 autocast for the forward passes of the update (weights stay fp32)")
 
 
 @dataclass
@@ -233,13 +255,26 @@ def validate(cfg: Config) -> None:
     """Cross-field checks."""
     if cfg.hp.replay_initial > cfg.hp.replay_size:
         raise UsageError(f"replay_initial {cfg.hp.replay_initial} exceeds replay_size {cfg.hp.replay_size}")
-    if cfg.hp.batch_size * cfg.flags.envs > cfg.hp.replay_initial:
+    if not cfg.hp.updates_per_step and cfg.hp.batch_size * cfg.flags.envs > cfg.hp.replay_initial:
         raise UsageError(f"batch_size {cfg.hp.batch_size} x envs {cfg.flags.envs} exceeds replay_initial "
                          f"{cfg.hp.replay_initial}")
-    f = cfg.flags
-    if f.loop == "ptan" and (f.parallel or f.envs > 1 or f.wrappers != "baseline" or f.backend != "sequential"):
-        raise UsageError("loop 'ptan' is the book's baseline pipeline: it takes no envs, backend, "
-                         "wrappers or parallel flags")
+    if cfg.hp.batch_size > cfg.hp.replay_initial:
+        raise UsageError(f"batch_size {cfg.hp.batch_size} exceeds replay_initial {cfg.hp.replay_initial}")
+    f, hp = cfg.flags, cfg.hp
+    if f.loop == "ptan" and (f.parallel or f.envs > 1 or f.wrappers != "baseline" or f.backend != "sequential"
+                             or f.replay != "host" or f.pinned or f.compile or f.cuda_graph or f.adam != "default"
+                             or f.bf16 or hp.updates_per_step or hp.env == TORCH_PONG):
+        raise UsageError("loop 'ptan' is the book's baseline pipeline: it takes no envs, backend, wrappers, "
+                         "parallel, replay, pinned, learner or updates_per_step flags, and no torch_pong")
+    if f.loop == "device" and (hp.env != TORCH_PONG or f.parallel):
+        raise UsageError(f"loop 'device' steps torch_pong on the device in one process: expected "
+                         f"--env {TORCH_PONG} and no parallel, got env {hp.env!r}"
+                         + (" with parallel" if f.parallel else ""))
+    if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):
+        raise UsageError(f"env {TORCH_PONG} steps all its games in one tensor call and renders its own "
+                         f"frames: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")
+    if f.cuda_graph and f.compile:
+        raise UsageError("cuda_graph and compile are exclusive: pick one way to make the update fast")
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
     if f.backend.startswith("ale") and f.wrappers != "baseline":

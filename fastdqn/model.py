@@ -9,7 +9,7 @@ class NatureDQN(nn.Module):
     """Mnih et al. 2015. Takes uint8 frames (B, C, 84, 84); the float conversion runs on the
     device, so only bytes cross the host-device boundary."""
 
-    def __init__(self, in_channels: int, n_actions: int):
+    def __init__(self, in_channels: int, n_actions: int, frame_size: int = 84):
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 32, kernel_size=8, stride=4), nn.ReLU(),
@@ -17,7 +17,10 @@ class NatureDQN(nn.Module):
             nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
             nn.Flatten(),
         )
-        self.head = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, n_actions))
+        side = ((frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2  # 7 for 84x84 frames (torch_pong draws smaller ones)
+        if side < 1:
+            raise ValueError(f"frames of {frame_size}x{frame_size} are too small for Nature-DQN (at least 36)")
+        self.head = nn.Sequential(nn.Linear(64 * side * side, 512), nn.ReLU(), nn.Linear(512, n_actions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv(x.float() / 255.0))
@@ -40,7 +43,7 @@ class MLP(nn.Module):
 
 def make_net(obs_shape: tuple[int, ...], n_actions: int, mlp_hidden: int = 128) -> nn.Module:
     if len(obs_shape) == 3:
-        return NatureDQN(obs_shape[0], n_actions)
+        return NatureDQN(obs_shape[0], n_actions, obs_shape[-1])
     if len(obs_shape) == 1:
         return MLP(obs_shape[0], n_actions, mlp_hidden)
     raise ValueError(f"no network for observation shape {obs_shape}")

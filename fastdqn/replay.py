@@ -13,6 +13,7 @@ obs + next obs. Vector observations (CartPole) are stored whole, one per slot.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def newest_frames(obs: np.ndarray, obs_shape: tuple[int, ...]) -> np.ndarray:
@@ -110,3 +111,136 @@ class FrameReplay:
         next_obs = self._stack_at(envs, g + 1, pos + 1)
         return (obs, self.actions[envs, slot], self.rewards[envs, slot],
                 self.terminated[envs, slot], next_obs)
+
+
+class DeviceReplay:
+    """FrameReplay's layout and rules as tensors on the torch device: frames stored once,
+    stacks rebuilt and sampled by on-device gather, no host sync on add or gather.
+
+    Inputs may be device tensors (torch_pong: nothing crosses to the host) or numpy arrays from
+    host envs, copied in by `to_device` (the pinned-staging flag decides how). `start_where`
+    begins episodes by mask without a host sync (the device loop's same-step autoreset).
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int,
+                 device: torch.device, to_device=None):
+        self.obs_shape = tuple(obs_shape)
+        self.stacked = len(obs_shape) == 3
+        self.stack = obs_shape[0] if self.stacked else 1
+        frame_shape = obs_shape[1:] if self.stacked else obs_shape
+        self.num_envs, self.capacity, self.device = num_envs, capacity, device
+        self.ring = -(-capacity // num_envs) + self.stack
+        self.to_device = to_device or (lambda a: torch.as_tensor(a).to(device))
+        shape = (num_envs, self.ring)
+        dtype = obs_dtype if isinstance(obs_dtype, torch.dtype) else torch.from_numpy(np.zeros(0, obs_dtype)).dtype
+        z = lambda *s, dtype: torch.zeros(*s, dtype=dtype, device=device)
+        self.frames = z(*shape, *frame_shape, dtype=dtype)
+        self.actions = z(*shape, dtype=torch.int64)
+        self.rewards = z(*shape, dtype=torch.float32)
+        self.terminated = z(*shape, dtype=torch.bool)
+        self.has_transition = z(*shape, dtype=torch.bool)
+        self.pos = z(*shape, dtype=torch.int64)
+        self.written = z(num_envs, dtype=torch.int64)
+        self.all_envs = torch.arange(num_envs, device=device)
+        self.added = 0
+
+    def __len__(self) -> int:
+        return min(self.added, self.capacity)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.frames, self.actions, self.rewards,
+                                                          self.terminated, self.has_transition, self.pos))
+
+    def _in(self, a, dtype=None) -> torch.Tensor:
+        t = a if isinstance(a, torch.Tensor) else self.to_device(np.ascontiguousarray(a))
+        return t if dtype is None else t.to(dtype)
+
+    def _frames_of(self, obs, frames: bool) -> torch.Tensor:
+        obs = self._in(obs)
+        return obs if frames or not self.stacked else obs[:, -1]
+
+    def _envs(self, env_ids) -> torch.Tensor:
+        return self.all_envs if env_ids is None else self._in(np.asarray(env_ids, np.int64)
+                                                              if not isinstance(env_ids, torch.Tensor) else env_ids)
+
+    def _write(self, envs: torch.Tensor, frames: torch.Tensor, pos: torch.Tensor) -> None:
+        slots = self.written[envs] % self.ring
+        self.frames[envs, slots] = frames
+        self.pos[envs, slots] = pos
+        self.has_transition[envs, slots] = False
+        self.written[envs] += 1
+
+    def start(self, envs, obs, frames: bool = False) -> None:
+        envs = self._envs(envs)
+        self._write(envs, self._frames_of(obs, frames), torch.zeros_like(envs))
+
+    def start_where(self, mask: torch.Tensor, obs: torch.Tensor) -> None:
+        """start() for the envs where `mask` holds, all envs' rows given: no host sync."""
+        slots = self.written % self.ring
+        e = self.all_envs
+        keep = mask.view(-1, *([1] * (self.frames.dim() - 2)))
+        self.frames[e, slots] = torch.where(keep, self._frames_of(obs, False), self.frames[e, slots])
+        self.pos[e, slots] = torch.where(mask, 0, self.pos[e, slots])
+        self.has_transition[e, slots] &= ~mask
+        self.written += mask.long()
+
+    def add(self, actions, rewards, terminated, next_obs, env_ids=None, frames: bool = False) -> None:
+        envs = self._envs(env_ids)
+        cur = (self.written[envs] - 1) % self.ring
+        self.actions[envs, cur] = self._in(actions, torch.int64)
+        self.rewards[envs, cur] = self._in(rewards, torch.float32)
+        self.terminated[envs, cur] = self._in(terminated, torch.bool)
+        self.has_transition[envs, cur] = True
+        self._write(envs, self._frames_of(next_obs, frames), self.pos[envs, cur] + 1)
+        self.added += len(envs)
+
+    def _stack_at(self, envs: torch.Tensor, g: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if not self.stacked:
+            return self.frames[envs, g % self.ring]
+        back = torch.arange(self.stack - 1, -1, -1, device=self.device)
+        idx = g[:, None] - torch.minimum(back[None, :], pos[:, None])
+        return self.frames[envs[:, None], idx % self.ring]
+
+    def gather(self, envs: torch.Tensor, g: torch.Tensor):
+        """(obs, actions, rewards, terminated, next_obs) of slots g (monotonic) of envs."""
+        slot = g % self.ring
+        pos = self.pos[envs, slot]
+        return (self._stack_at(envs, g, pos), self.actions[envs, slot], self.rewards[envs, slot],
+                self.terminated[envs, slot], self._stack_at(envs, g + 1, pos + 1))
+
+    def sample_indices(self, batch_size: int, generator: torch.Generator):
+        """Uniform over stored transitions whose frames are all still in the ring, as FrameReplay:
+        candidates are drawn twice over and the first batch_size with a transition kept (in draw
+        order, so still uniform); one scalar check per call, another round only if too few."""
+        low = torch.clamp(self.written - self.ring + self.stack - 1, min=0)
+        count = torch.clamp(self.written - 1 - low, min=0)
+        bounds = torch.cumsum(count, 0)
+        total = bounds[-1]
+        while True:
+            u = torch.rand(2 * batch_size, dtype=torch.float64, device=self.device, generator=generator)
+            flat = torch.minimum((u * total).long(), total - 1)
+            e = torch.searchsorted(bounds, flat, right=True)
+            g = low[e] + flat - (bounds[e] - count[e])
+            ok = self.has_transition[e, g % self.ring] & (total > 0)
+            first = torch.argsort((~ok).to(torch.int8), stable=True)[:batch_size]
+            if int(ok.sum()) >= batch_size:
+                return e[first], g[first]
+            if int(total) == 0:
+                raise ValueError("replay is empty")
+
+    def sample(self, batch_size: int, generator: torch.Generator):
+        return self.gather(*self.sample_indices(batch_size, generator))
+
+
+def make_replay(flags, capacity: int, obs_shape, obs_dtype, num_envs: int, device: torch.device, to_device):
+    if flags.replay == "device":  # flag site: replay
+        return DeviceReplay(capacity, obs_shape, obs_dtype, num_envs, device, to_device)
+    return FrameReplay(capacity, obs_shape, obs_dtype, num_envs)
+
+
+def sampler(replay, seed: int):
+    """replay.sample's random source: a numpy Generator for the host ring, a torch Generator on
+    the device for DeviceReplay."""
+    if isinstance(replay, DeviceReplay):
+        return torch.Generator(replay.device).manual_seed(seed)
+    return np.random.default_rng(seed)

@@ -139,7 +139,8 @@ class Telemetry:
             engine.terminate()
 
         if self.max_seconds:
-            engine.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(self.max_seconds))
+            # ignite's TimeLimit counts whole seconds: a fractional budget rounds up
+            engine.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(math.ceil(self.max_seconds)))
             engine.add_event_handler(Events.TERMINATE, self._time_limit_reason)
 
         if logdir:
@@ -164,10 +165,9 @@ class Telemetry:
 
     def _on_iteration(self, engine: Engine) -> None:
         self.steps = engine.state.steps
-        if engine.state.output is not None:
-            self.updates += 1
-            if self.learn_start is None:
-                self.learn_start = (self.steps, self.timer.value())
+        # loops add their updates to self.updates and return a loss on iterations that learned
+        if engine.state.output is not None and self.learn_start is None:
+            self.learn_start = (self.steps, self.timer.value())
         if self.max_steps and self.steps >= self.max_steps:
             self.stop_reason = f"step budget: {self.max_steps} agent steps"
             engine.terminate()

@@ -10,6 +10,7 @@ import torch
 
 from .envs import frames_per_step
 from .errors import UsageError
+from .learner import check_flags
 from .results import build_result, write_json_atomic
 from .telemetry import Telemetry
 
@@ -26,9 +27,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_device_flags(flags, device: torch.device) -> None:
+    """Flags this device cannot run, as a one-line usage error before anything starts."""
+    if flags.pinned and device.type != "cuda":
+        raise UsageError(f"pinned needs a CUDA device, got {device.type}")
+    check_flags(flags, device)
+
+
 def run_loop(cfg, device, telemetry):
     if cfg.flags.loop == "ptan":  # flag site: loop
         from .loops import ptan_reference as loop
+    elif cfg.flags.loop == "device":
+        from .loops import device as loop
     elif cfg.flags.parallel:  # flag site: parallel
         from .loops import parallel as loop
     else:
@@ -50,6 +60,7 @@ def train(cfg) -> dict:
     """Run and write the result; returns it. KeyboardInterrupt and crashes still write it
     (status interrupted / failed) and are re-raised for the caller."""
     device = resolve_device(cfg.run.device)
+    check_device_flags(cfg.flags, device)
     if cfg.flags.loop == "ptan":
         from .loops.ptan_reference import make_ptan_env
         make_ptan_env(cfg.hp).close()  # fail on a missing extra or wrong env before any run

@@ -56,6 +56,15 @@ BAD_INPUT = [
     pytest.param(["--replay-initial", "10", "--batch-size", "64"], "64", id="batch-exceeds-initial"),
     pytest.param(["--device", "cuda"], "cuda", id="cuda-absent",
                  marks=pytest.mark.skipif(_cuda_available(), reason="CUDA is present here")),
+    pytest.param(["--device", "cpu", "--pinned", "true"], "pinned", id="pinned-on-cpu"),
+    pytest.param(["--device", "cpu", "--cuda-graph", "true"], "cuda_graph", id="cuda-graph-on-cpu"),
+    pytest.param(["--compile", "true", "--cuda-graph", "true"], "compile", id="compile-and-cuda-graph"),
+    pytest.param(["--loop", "device"], "PongNoFrameskip-v4", id="device-loop-needs-torch-pong"),
+    pytest.param(["--env", "torch_pong", "--backend", "ale_sync"], "ale_sync", id="torch-pong-backend"),
+    pytest.param(["--loop", "ptan", "--replay", "device"], "ptan", id="ptan-with-fast-flags"),
+    pytest.param(["--adam", "sgd"], "sgd", id="unknown-adam"),
+    pytest.param(["--updates-per-step", "-1"], "-1", id="negative-replay-ratio"),
+    pytest.param(["--pong-size", "8"], "8", id="pong-size-too-small"),
 ]
 
 

@@ -403,3 +403,12 @@ def test_write_json_atomic_refuses_nan(tmp_path, bad):
         write_json_atomic(path, {"fps": bad})
     assert json.loads(path.read_text()) == {"keep": True}  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
+
+
+def test_time_budget_stops_the_run(run_train):
+    """A wall-clock budget (fractional too: ignite's TimeLimit counts whole seconds) ends the run
+    with status budget, well before a step budget would."""
+    result = run_train("--env", "CartPole-v1", "--max-seconds", "1.5", "--replay-initial", "200",
+                       "--max-steps", "10000000")
+    assert result["status"] == "budget" and result["stop_reason"].startswith("time budget")
+    assert 1.5 <= result["wall_seconds"] < 10

@@ -8,6 +8,8 @@ import numpy as np
 from gymnasium.wrappers import (AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics,
                                 TransformReward)
 
+from ..config import TORCH_PONG
+
 gym.register_envs(ale_py)
 
 
@@ -19,8 +21,8 @@ def is_atari(env_id: str) -> bool:
 
 
 def frames_per_step(hp) -> int:
-    """Emulator frames per agent step: frame skip for Atari, 1 otherwise."""
-    return hp.frame_skip if is_atari(hp.env) else 1
+    """Emulator frames per agent step: frame skip for Atari and torch_pong, 1 otherwise."""
+    return hp.frame_skip if is_atari(hp.env) or hp.env == TORCH_PONG else 1
 
 
 class FireReset(gym.Wrapper):

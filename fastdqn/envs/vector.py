@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import TORCH_PONG
 from .atari import make_env
 
 
@@ -80,7 +81,11 @@ class SequentialVecEnv:
 
 
 def make_vec_env(hp, flags):
-    """`flags.envs` copies of the env on `flags.backend` with `flags.wrappers`."""
+    """`flags.envs` copies of the env on `flags.backend` with `flags.wrappers`; torch_pong's
+    games all step in one tensor call (here on the CPU: the device loop runs it on the device)."""
+    if hp.env == TORCH_PONG:
+        from .torch_pong import TorchPongVecEnv
+        return TorchPongVecEnv(hp, flags.envs, device="cpu")
     if flags.backend == "sequential":  # flag site: backend
         return SequentialVecEnv(hp, flags.envs, flags.wrappers)
     from . import backends

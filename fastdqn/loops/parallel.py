@@ -31,6 +31,7 @@ Design, in the order the code meets it:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue as queue_lib
 import signal
@@ -44,13 +45,15 @@ import torch.multiprocessing as mp
 from ignite.engine import Engine
 
 from ..agent import EpsilonGreedy, epsilon_at
-from ..envs import make_env, make_vec_env
+from ..envs import make_vec_env
 from ..errors import ProcessFailed
-from ..loss import make_target, sgd_step, sync_target
+from ..learner import Learner
 from ..model import make_net
 from ..profile import PhaseTimer
-from ..replay import FrameReplay, newest_frames
+from ..replay import make_replay, newest_frames, sampler
+from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
+from ..transfer import make_to_device
 from .common import run_engine, seed_everything
 
 CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
@@ -98,7 +101,7 @@ class ChunkBuilder:
         return chunk
 
 
-def apply_chunk(replay: FrameReplay, chunk: dict) -> None:
+def apply_chunk(replay, chunk: dict) -> None:
     """Replay a chunk's rounds into the replay, in order: the serial loop's add/start calls."""
     t = r = 0
     for n_add, n_start in chunk["rounds"]:
@@ -294,9 +297,10 @@ class Players:
 
 def _spaces(hp, flags):
     """Observation shape/dtype and action count, from one env (the players own the real ones)."""
-    env = make_env(hp, flags.wrappers)
+    env = make_vec_env(hp, dataclasses.replace(flags, envs=1, backend="sequential", async_batch=0))
     try:
-        return env.observation_space.shape, env.observation_space.dtype, int(env.action_space.n)
+        space = env.single_observation_space
+        return space.shape, space.dtype, int(env.single_action_space.n)
     finally:
         env.close()
 
@@ -305,14 +309,13 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
     obs_shape, obs_dtype, n_actions = _spaces(hp, flags)
-    net = make_net(obs_shape, n_actions, hp.mlp_hidden).to(device)
-    tgt_net = make_target(net)
-    optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
-    replay = FrameReplay(hp.replay_size, obs_shape, obs_dtype, flags.players * flags.envs)
-    sample_rng = np.random.default_rng(hp.seed + 1)
-    batch_size = hp.batch_size * flags.envs  # flag site: envs (as in the serial loop)
-    telemetry.samples_per_update = batch_size
-    to_device = lambda a: torch.as_tensor(a).to(device, non_blocking=True)
+    learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
+    net = learner.net
+    to_device = make_to_device(device, flags.pinned)
+    replay = make_replay(flags, hp.replay_size, obs_shape, obs_dtype, flags.players * flags.envs, device, to_device)
+    rng = sampler(replay, hp.seed + 1)
+    schedule = UpdateSchedule(hp, flags.envs)  # as if each player's round were the serial loop's
+    telemetry.samples_per_update = schedule.batch_size
     profile = telemetry.profile
 
     ctx = mp.get_context("spawn")  # CUDA-safe; the players import fastdqn afresh
@@ -320,7 +323,6 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     version = ctx.Value("q", 0)  # its lock also guards `shared` against torn reads
     players = Players(ctx, cfg, (obs_shape, n_actions), shared, version)
     last_sync = last_publish = 0
-    owed = 0.0  # SGD steps owed to the replay ratio, fractional part carried
     failed: list[ProcessFailed] = []
 
     def publish_weights() -> None:
@@ -330,7 +332,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             version.value += 1
 
     def iteration(engine: Engine, _):
-        nonlocal last_sync, last_publish, owed
+        nonlocal last_sync, last_publish
         with profile("queue_wait"):
             try:
                 chunk = players.next_chunk()
@@ -340,34 +342,29 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
                 return None
         with profile("replay_insert"):
             apply_chunk(replay, chunk)
-        before = engine.state.steps
-        engine.state.steps = steps = before + chunk["steps"]
+        engine.state.steps = steps = engine.state.steps + chunk["steps"]
         engine.state.epsilon = epsilon_at(chunk["player_steps"] * flags.players, hp.epsilon_start,
                                           hp.epsilon_final, hp.epsilon_steps)
         telemetry.episodes_ended(engine, chunk["episodes"])
-        # serial: one SGD step per round once the replay holds replay_initial transitions,
-        # i.e. hp.batch_size samples per agent step from then on
-        owed += max(0, steps - max(before, hp.replay_initial - 1)) * hp.batch_size / batch_size
-        n, owed = int(owed), owed - int(owed)
+        n = schedule.due(steps)
         loss = None
         for _ in range(n):
             with profile("replay_sample"):
-                batch = replay.sample(batch_size, sample_rng)
-            with profile("copy"):
-                batch = [to_device(a) for a in batch]
+                batch = replay.sample(schedule.batch_size, rng)
+            with profile("copy"):  # host replay: numpy -> device; device replay: already there
+                batch = [a if not isinstance(a, np.ndarray) else to_device(a) for a in batch]
             with profile("learn"):
-                loss = sgd_step(net, tgt_net, optimizer, batch, hp.gamma, flags.no_grad, hp.loss)
+                loss = learner.update(batch)
         if n and steps - last_sync >= hp.target_sync_steps:
-            sync_target(net, tgt_net)
+            with profile("learn"):
+                learner.sync_target()
             last_sync = steps
         if steps - last_publish >= flags.weight_sync_steps:
             with profile("copy"):
                 publish_weights()
             last_publish = steps
-        if loss is None:
-            return None
-        telemetry.updates += n - 1  # telemetry counts one update per iteration with a loss
-        return loss.item()
+        telemetry.updates += n
+        return None if loss is None else loss.item()
 
     # the players' cores are not the trainer's: oversubscribed intra-op threads spin and stall
     threads = torch.get_num_threads()

@@ -85,6 +85,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             if engine.state.steps - last_sync >= hp.target_sync_steps:
                 tgt_net.sync()
                 last_sync = engine.state.steps
+            telemetry.updates += 1
             return loss.item()
 
     try:

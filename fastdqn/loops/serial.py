@@ -1,37 +1,37 @@
 """fastdqn's serial loop: act, step, store, sample, learn, sync, all in one process.
 
 With the book's settings one iteration is one env step and, after the replay warm-up, one SGD
-step of batch 32: the chapter's baseline (and slow_grads with the no_grad flag off).
+step of batch 32: the chapter's baseline (and slow_grads with the no_grad flag off). With N envs
+one iteration is a round of N steps; the schedule decides how many updates follow it.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 from ignite.engine import Engine
 
 from ..agent import EpsilonGreedy, epsilon_at
 from ..envs import make_vec_env
-from ..loss import make_target, sgd_step, sync_target
+from ..learner import Learner
 from ..model import make_net
-from ..replay import FrameReplay
+from ..replay import make_replay, sampler
+from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
+from ..transfer import make_to_device
 from .common import run_engine, seed_everything
 
 
-def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
+def run(cfg, device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
     env = make_vec_env(hp, flags)
     obs_space, n_actions = env.single_observation_space, int(env.single_action_space.n)
-    net = make_net(obs_space.shape, n_actions, hp.mlp_hidden).to(device)
-    tgt_net = make_target(net)
-    optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
-    replay = FrameReplay(hp.replay_size, obs_space.shape, obs_space.dtype, env.num_envs)
-    select_actions = EpsilonGreedy(net, n_actions, device, flags.no_grad, seed=hp.seed)
-    sample_rng = np.random.default_rng(hp.seed + 1)
-    batch_size = hp.batch_size * env.batch  # flag site: envs (the book's batch 32 x N per round of N steps)
-    telemetry.samples_per_update = batch_size
-    to_device = lambda a: torch.as_tensor(a).to(device, non_blocking=True)
+    learner = Learner(make_net(obs_space.shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
+    to_device = make_to_device(device, flags.pinned)
+    replay = make_replay(flags, hp.replay_size, obs_space.shape, obs_space.dtype, env.num_envs, device, to_device)
+    select_actions = EpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed, to_device=to_device)
+    rng = sampler(replay, hp.seed + 1)
+    schedule = UpdateSchedule(hp, env.batch)
+    telemetry.samples_per_update = schedule.batch_size
     profile = telemetry.profile
 
     obs, env_ids = env.reset(seed=hp.seed), np.arange(env.num_envs)
@@ -56,21 +56,24 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             if result.reset.any():
                 replay.start(result.env_ids[result.reset], result.obs[result.reset])
         obs, env_ids = result.obs, result.env_ids
-        engine.state.steps = steps + int(t.sum())
+        engine.state.steps = steps = steps + int(t.sum())
         engine.state.epsilon = epsilon
         telemetry.episodes_ended(engine, result.episodes)
-        if len(replay) < hp.replay_initial:
-            return None
-        with profile("replay_sample"):
-            batch = replay.sample(batch_size, sample_rng)
-        with profile("copy"):
-            batch = [to_device(a) for a in batch]
-        with profile("learn"):
-            loss = sgd_step(net, tgt_net, optimizer, batch, hp.gamma, flags.no_grad, hp.loss)
-            if engine.state.steps - last_sync >= hp.target_sync_steps:
-                sync_target(net, tgt_net)
-                last_sync = engine.state.steps
-            return loss.item()
+        n = schedule.due(steps)
+        loss = None
+        for _ in range(n):
+            with profile("replay_sample"):
+                batch = replay.sample(schedule.batch_size, rng)
+            with profile("copy"):  # host replay: numpy -> device; device replay: already there
+                batch = [a if not isinstance(a, np.ndarray) else to_device(a) for a in batch]
+            with profile("learn"):
+                loss = learner.update(batch)
+        if n and steps - last_sync >= hp.target_sync_steps:
+            with profile("learn"):
+                learner.sync_target()
+            last_sync = steps
+        telemetry.updates += n
+        return None if loss is None else loss.item()
 
     try:
         run_engine(iteration, cfg, telemetry)
