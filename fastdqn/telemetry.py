@@ -14,7 +14,7 @@ import math
 from collections import deque
 
 from ignite.engine import Engine, EventEnum, Events
-from ignite.handlers import ProgressBar, TimeLimit, Timer
+from ignite.handlers import ProgressBar, Timer
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from ignite.metrics import RunningAverage
 from ignite.metrics.metric import RunningBatchWise
@@ -139,9 +139,9 @@ class Telemetry:
             engine.terminate()
 
         if self.max_seconds:
-            # ignite's TimeLimit counts whole seconds: a fractional budget rounds up
-            engine.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(math.ceil(self.max_seconds)))
-            engine.add_event_handler(Events.TERMINATE, self._time_limit_reason)
+            # not ignite's TimeLimit: it takes whole seconds only and runs its own clock from its
+            # construction, so the budget would not be the wall time this run reports
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._check_time)
 
         if logdir:
             self.tb = TensorboardLogger(log_dir=logdir)
@@ -187,9 +187,10 @@ class Telemetry:
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.state.metrics["avg_fps"] = self._train_scalars.get("avg_fps", math.nan)
 
-    def _time_limit_reason(self, engine: Engine) -> None:
-        if self.stop_reason == "running" and self.timer.value() >= self.max_seconds:
+    def _check_time(self, engine: Engine) -> None:
+        if self.timer.value() >= self.max_seconds:
             self.stop_reason = f"time budget: {self.max_seconds} s"
+            engine.terminate()
 
     def close(self) -> None:
         if self.tb is not None:

@@ -405,10 +405,11 @@ def test_write_json_atomic_refuses_nan(tmp_path, bad):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
 
 
-def test_time_budget_stops_the_run(run_train):
-    """A wall-clock budget (fractional too: ignite's TimeLimit counts whole seconds) ends the run
-    with status budget, well before a step budget would."""
-    result = run_train("--env", "CartPole-v1", "--max-seconds", "1.5", "--replay-initial", "200",
+@pytest.mark.parametrize("seconds", ["1.5", "2"])
+def test_time_budget_stops_the_run(run_train, seconds):
+    """A wall-clock budget, fractional or whole, ends the run with status budget and its reason,
+    on the run's own clock, well before a step budget would."""
+    result = run_train("--env", "CartPole-v1", "--max-seconds", seconds, "--replay-initial", "200",
                        "--max-steps", "10000000")
     assert result["status"] == "budget" and result["stop_reason"].startswith("time budget")
-    assert 1.5 <= result["wall_seconds"] < 10
+    assert float(seconds) <= result["wall_seconds"] < float(seconds) + 5
