@@ -28,6 +28,7 @@ MEAN_WINDOW = 100  # the headline stop rule: mean of the last 100 completed epis
 class EpisodeEvents(EventEnum):
     EPISODE_COMPLETED = "episode_completed"
     BOUND_REWARD_REACHED = "bound_reward_reached"
+    TRAIN_SAMPLED = "train_sampled"  # FPS and train scalars sampled: the TensorBoard train/* write
 
 
 class LearnerIterations(RunningBatchWise):
@@ -124,14 +125,14 @@ class Telemetry:
     def attach(self, engine: Engine, logdir: str | None, progress: bool) -> None:
         # event_to_attr: ignite counts the events in state.episode (loggers require a counter)
         engine.register_events(*EpisodeEvents, event_to_attr={
-            EpisodeEvents.EPISODE_COMPLETED: "episode", EpisodeEvents.BOUND_REWARD_REACHED: "bound_reached"})
+            EpisodeEvents.EPISODE_COMPLETED: "episode", EpisodeEvents.BOUND_REWARD_REACHED: "bound_reached",
+            EpisodeEvents.TRAIN_SAMPLED: "train_samples"})
         self.timer.attach(engine, start=Events.STARTED)
         RunningAverage(output_transform=lambda loss: loss, alpha=0.98).attach(
             engine, "avg_loss", usage=LearnerIterations())
         engine.add_event_handler(Events.STARTED, self._on_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
-        sample_event = Events.ITERATION_COMPLETED(event_filter=self._sample_due)
-        engine.add_event_handler(sample_event, self._sample_fps)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._sample_due), self._sample_fps)
 
         @engine.on(EpisodeEvents.BOUND_REWARD_REACHED)
         def _solved(engine):
@@ -151,7 +152,8 @@ class Telemetry:
                            event_name=EpisodeEvents.EPISODE_COMPLETED)
             self.tb.attach(engine, OutputHandler(tag="train", output_transform=lambda _: self._train_scalars,
                                                  global_step_transform=by_steps),
-                           event_name=sample_event)
+                           event_name=EpisodeEvents.TRAIN_SAMPLED)  # its own event: a second
+            # filtered ITERATION_COMPLETED would see the sample already taken and never fire
         if progress:
             pbar = ProgressBar(persist=True, bar_format=None, unit="it", mininterval=1.0)
             pbar.attach(engine, metric_names=["avg_reward", "avg_fps"], output_transform=None,
@@ -186,6 +188,7 @@ class Telemetry:
         scalars.update({f"profile_{p}": v for p, v in self.profile.shares(wall).items()})
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.state.metrics["avg_fps"] = self._train_scalars.get("avg_fps", math.nan)
+        engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)
 
     def _check_time(self, engine: Engine) -> None:
         if self.timer.value() >= self.max_seconds:

@@ -315,6 +315,15 @@ def test_result_has_tensorboard_events(cartpole_result):
     assert tb.is_dir()
     events = list(tb.glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"episodes/reward", "episodes/avg_reward", "train/loss", "train/avg_loss", "train/epsilon",
+            "train/avg_fps", "train/profile_learn"} <= tags
+    # every fps_every (100) agent steps; loss and FPS from the first update (step 100) on
+    assert [e.step for e in acc.Scalars("train/epsilon")] == [100, 200, 300]
+    assert [e.step for e in acc.Scalars("train/loss")] == [100, 200, 300]
 
 
 def test_result_writes_no_temp_files(cartpole_result):
