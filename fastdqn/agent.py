@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .transfer import make_to_device
+
 
 def epsilon_at(step: int, start: float, final: float, decay_steps: int) -> float:
     """Linear decay from `start` to `final` over `decay_steps` agent steps, then constant."""
@@ -33,7 +35,7 @@ class EpsilonGreedy:
         self.n_actions = n_actions
         self.no_grad = no_grad
         self.rng = np.random.default_rng(seed)
-        self.to_device = to_device or (lambda a: torch.as_tensor(a).to(device, non_blocking=True))
+        self.to_device = to_device or make_to_device(device, pinned=False)
 
     def q_values(self, obs: np.ndarray) -> torch.Tensor:
         return q_values(self.net, self.to_device(obs), self.no_grad)

@@ -251,6 +251,15 @@ def build_config(preset: str | None = None, toml_path: str | None = None,
     return cfg
 
 
+def check_learner_combination(flags: Flags) -> None:
+    """Learner flags that cannot run together on any device (learner.check_flags adds the
+    device's own limits)."""
+    if flags.cuda_graph and flags.compile:
+        # a compiled function holds guards and may recompile, which cannot happen inside a
+        # captured graph; compile's own graphs come from torch.compile(mode="reduce-overhead")
+        raise UsageError("cuda_graph and compile exclude each other: choose one")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks."""
     if cfg.hp.replay_initial > cfg.hp.replay_size:
@@ -273,8 +282,7 @@ def validate(cfg: Config) -> None:
     if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):
         raise UsageError(f"env {TORCH_PONG} steps all its games in one tensor call and renders its own "
                          f"frames: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")
-    if f.cuda_graph and f.compile:
-        raise UsageError("cuda_graph and compile are exclusive: pick one way to make the update fast")
+    check_learner_combination(f)
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
     if f.backend.startswith("ale") and f.wrappers != "baseline":

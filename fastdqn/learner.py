@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import check_learner_combination
 from .errors import UsageError
 from .loss import make_target, sgd_step, sync_target
 
@@ -27,10 +28,7 @@ def check_flags(flags, device) -> None:
     device = torch.device(device)
     if flags.cuda_graph and device.type != "cuda":
         raise UsageError(f"cuda_graph needs a CUDA device, got {device.type}")
-    if flags.cuda_graph and flags.compile:
-        # a compiled function holds guards and may recompile, which cannot happen inside a
-        # captured graph; compile's own graphs come from torch.compile(mode="reduce-overhead")
-        raise UsageError("cuda_graph and compile exclude each other: choose one")
+    check_learner_combination(flags)
     if flags.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError(f"bf16 needs a GPU with bfloat16 support, {torch.cuda.get_device_name(device)} has none")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .transfer import make_to_device
+
 
 def newest_frames(obs: np.ndarray, obs_shape: tuple[int, ...]) -> np.ndarray:
     """What the replay keeps of a batch of observations: the newest frame of image stacks
@@ -130,7 +132,7 @@ class DeviceReplay:
         frame_shape = obs_shape[1:] if self.stacked else obs_shape
         self.num_envs, self.capacity, self.device = num_envs, capacity, device
         self.ring = -(-capacity // num_envs) + self.stack
-        self.to_device = to_device or (lambda a: torch.as_tensor(a).to(device))
+        self.to_device = to_device or make_to_device(device, pinned=False)
         shape = (num_envs, self.ring)
         dtype = obs_dtype if isinstance(obs_dtype, torch.dtype) else torch.from_numpy(np.zeros(0, obs_dtype)).dtype
         z = lambda *s, dtype: torch.zeros(*s, dtype=dtype, device=device)

@@ -1,4 +1,4 @@
-"""When to learn: SGD updates owed after agent steps, and their batch size.
+"""When to learn: SGD updates owed after agent steps, their batch size, and target syncs.
 
 The book's schedule (updates_per_step 0): once the replay holds replay_initial transitions, one
 update per round of N env steps with batch batch_size x N, i.e. batch_size samples per agent step
@@ -19,6 +19,7 @@ class UpdateSchedule:
             self.batch_size, self.rate = hp.batch_size * rows_per_round, 1.0 / rows_per_round
         self.first_step = hp.replay_initial  # the step that fills the replay to replay_initial
         self.done = 0
+        self.sync_steps, self.last_sync = hp.target_sync_steps, 0
 
     @property
     def samples_per_step(self) -> float:
@@ -31,3 +32,10 @@ class UpdateSchedule:
         owed = math.ceil(max(0, steps - self.first_step + 1) * self.rate - 1e-9)
         n, self.done = owed - self.done, max(owed, self.done)
         return max(n, 0)
+
+    def sync_due(self, steps: int) -> bool:
+        """Whether the target net is to be synced now (after updates at `steps` agent steps)."""
+        if steps - self.last_sync < self.sync_steps:
+            return False
+        self.last_sync = steps
+        return True

@@ -143,3 +143,8 @@ def test_recipe_schedule_counts_fractional_rates_without_drift():
     assert sum(s.due(t) for t in range(1, 100_100)) == 10_000
     s = UpdateSchedule(hp(updates_per_step=4), 1)
     assert [s.due(t) for t in (99, 100, 101)] == [0, 4, 4]
+
+
+def test_target_sync_is_due_every_target_sync_steps_of_agent_steps():
+    s = UpdateSchedule(hp(target_sync_steps=1000), 4)
+    assert [t for t in range(4, 4001, 4) if s.sync_due(t)] == [1000, 2000, 3000, 4000]

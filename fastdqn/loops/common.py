@@ -21,3 +21,24 @@ def run_engine(iteration, cfg, telemetry) -> None:
     engine = Engine(iteration)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
+
+
+def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_device=None) -> float | None:
+    """The updates `schedule` owes once `steps` agent steps are stored, then the target sync when
+    it is due. Batches from a host replay go to the device through `to_device`; a device replay's
+    are there already (no copy phase). Returns the last loss, None when no update ran."""
+    n = schedule.due(steps)
+    loss = None
+    for _ in range(n):
+        with profile("replay_sample"):
+            batch = replay.sample(schedule.batch_size, rng)
+        if isinstance(batch[0], np.ndarray):
+            with profile("copy"):
+                batch = [to_device(a) for a in batch]
+        with profile("learn"):
+            loss = learner.update(batch)
+    if n and schedule.sync_due(steps):
+        with profile("learn"):
+            learner.sync_target()
+    telemetry.updates += n
+    return None if loss is None else loss.item()

@@ -17,7 +17,7 @@ from ..model import make_net
 from ..replay import DeviceReplay
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
-from .common import run_engine, seed_everything
+from .common import learn, run_engine, seed_everything
 
 
 def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
@@ -35,10 +35,9 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
 
     obs = env.reset(seed=hp.seed)
     replay.start(None, obs)
-    last_sync = 0
 
     def iteration(engine: Engine, _):
-        nonlocal obs, last_sync
+        nonlocal obs
         steps = engine.state.steps
         epsilon = epsilon_at(steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
         with profile("act"):
@@ -54,19 +53,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
         engine.state.steps = steps = steps + env.num_envs
         engine.state.epsilon = epsilon
         telemetry.episodes_ended(engine, episodes)
-        n = schedule.due(steps)
-        loss = None
-        for _ in range(n):
-            with profile("replay_sample"):
-                batch = replay.sample(schedule.batch_size, rng)
-            with profile("learn"):
-                loss = learner.update(batch)
-        if n and steps - last_sync >= hp.target_sync_steps:
-            with profile("learn"):
-                learner.sync_target()
-            last_sync = steps
-        telemetry.updates += n
-        return None if loss is None else loss.item()
+        return learn(steps, schedule, replay, rng, learner, profile, telemetry)
 
     run_engine(iteration, cfg, telemetry)
 

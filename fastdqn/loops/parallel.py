@@ -54,7 +54,7 @@ from ..replay import make_replay, newest_frames, sampler
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
 from ..transfer import make_to_device
-from .common import run_engine, seed_everything
+from .common import learn, run_engine, seed_everything
 
 CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
 QUEUE_CHUNKS = 4     # messages in flight per player before players block
@@ -322,7 +322,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in net.state_dict().items()}
     version = ctx.Value("q", 0)  # its lock also guards `shared` against torn reads
     players = Players(ctx, cfg, (obs_shape, n_actions), shared, version)
-    last_sync = last_publish = 0
+    last_publish = 0
     failed: list[ProcessFailed] = []
 
     def publish_weights() -> None:
@@ -332,7 +332,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             version.value += 1
 
     def iteration(engine: Engine, _):
-        nonlocal last_sync, last_publish
+        nonlocal last_publish
         with profile("queue_wait"):
             try:
                 chunk = players.next_chunk()
@@ -346,25 +346,12 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
         engine.state.epsilon = epsilon_at(chunk["player_steps"] * flags.players, hp.epsilon_start,
                                           hp.epsilon_final, hp.epsilon_steps)
         telemetry.episodes_ended(engine, chunk["episodes"])
-        n = schedule.due(steps)
-        loss = None
-        for _ in range(n):
-            with profile("replay_sample"):
-                batch = replay.sample(schedule.batch_size, rng)
-            with profile("copy"):  # host replay: numpy -> device; device replay: already there
-                batch = [a if not isinstance(a, np.ndarray) else to_device(a) for a in batch]
-            with profile("learn"):
-                loss = learner.update(batch)
-        if n and steps - last_sync >= hp.target_sync_steps:
-            with profile("learn"):
-                learner.sync_target()
-            last_sync = steps
+        loss = learn(steps, schedule, replay, rng, learner, profile, telemetry, to_device)
         if steps - last_publish >= flags.weight_sync_steps:
             with profile("copy"):
                 publish_weights()
             last_publish = steps
-        telemetry.updates += n
-        return None if loss is None else loss.item()
+        return loss
 
     # the players' cores are not the trainer's: oversubscribed intra-op threads spin and stall
     threads = torch.get_num_threads()

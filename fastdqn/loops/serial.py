@@ -17,7 +17,7 @@ from ..replay import make_replay, sampler
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
 from ..transfer import make_to_device
-from .common import run_engine, seed_everything
+from .common import learn, run_engine, seed_everything
 
 
 def run(cfg, device, telemetry: Telemetry) -> None:
@@ -37,10 +37,9 @@ def run(cfg, device, telemetry: Telemetry) -> None:
     obs, env_ids = env.reset(seed=hp.seed), np.arange(env.num_envs)
     taken = np.zeros(env.num_envs, np.int64)  # last action sent to each env
     replay.start(env_ids, obs)
-    last_sync = 0
 
     def iteration(engine: Engine, _):
-        nonlocal obs, env_ids, last_sync
+        nonlocal obs, env_ids
         steps = engine.state.steps
         epsilon = epsilon_at(steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
         with profile("act"):
@@ -59,21 +58,7 @@ def run(cfg, device, telemetry: Telemetry) -> None:
         engine.state.steps = steps = steps + int(t.sum())
         engine.state.epsilon = epsilon
         telemetry.episodes_ended(engine, result.episodes)
-        n = schedule.due(steps)
-        loss = None
-        for _ in range(n):
-            with profile("replay_sample"):
-                batch = replay.sample(schedule.batch_size, rng)
-            with profile("copy"):  # host replay: numpy -> device; device replay: already there
-                batch = [a if not isinstance(a, np.ndarray) else to_device(a) for a in batch]
-            with profile("learn"):
-                loss = learner.update(batch)
-        if n and steps - last_sync >= hp.target_sync_steps:
-            with profile("learn"):
-                learner.sync_target()
-            last_sync = steps
-        telemetry.updates += n
-        return None if loss is None else loss.item()
+        return learn(steps, schedule, replay, rng, learner, profile, telemetry, to_device)
 
     try:
         run_engine(iteration, cfg, telemetry)
