@@ -48,6 +48,8 @@ class Hyperparams:
     pong_size: int = _f(84, "torch_pong: side of the rendered square frame in pixels "
                               "(36 is the smallest Nature-DQN takes)", min=36, max=256)
     pong_points: int = _f(21, "torch_pong: points that win a game (ends the episode)", min=1)
+    pong_background: int = _f(87, "torch_pong: gray level of the court (87: ALE Pong's; 0: black, objects "
+                                   "on zero, which a fresh network picks out far sooner)", min=0, max=255)
     # recipe
     updates_per_step: float = _f(0.0, "SGD updates of batch_size per agent step; 0 = the book's schedule "
                                       "(one update of batch_size x envs per round of envs steps)", min=0.0)
@@ -96,6 +98,8 @@ class RunSettings:
     name: str = _f("", "run name (default: preset-seed)")
     progress: bool = _f(True, "show a progress bar")
     fps_every: int = _f(1_000, "agent steps between FPS samples / scalar logs", min=1)
+    threads: int = _f(0, "torch intra-op threads of the training process (0 = torch's default: one per "
+                         "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)
 
 
 GROUPS = {"hyperparams": Hyperparams, "flags": Flags, "run": RunSettings}

@@ -68,7 +68,10 @@ def train(cfg) -> dict:
     fps_mult = frames_per_step(cfg.hp)
     telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every)
     status, error, sigint = "failed", None, None
+    threads = torch.get_num_threads()
     try:
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         run_loop(cfg, device, telemetry)
         reason = telemetry.stop_reason
         status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
@@ -81,6 +84,7 @@ def train(cfg) -> dict:
         telemetry.stop_reason = f"failed: {error}"
         raise
     finally:
+        torch.set_num_threads(threads)  # train() also runs inside tests and the check gate
         telemetry.close()
         result = build_result(cfg, telemetry, status, fps_mult,
                               extra={"device": str(device), "error": error})

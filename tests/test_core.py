@@ -422,3 +422,17 @@ def test_time_budget_stops_the_run(run_train, seconds):
                        "--max-steps", "10000000")
     assert result["status"] == "budget" and result["stop_reason"].startswith("time budget")
     assert float(seconds) <= result["wall_seconds"] < float(seconds) + 5
+
+
+def test_threads_setting_holds_during_the_run_only(run_train, monkeypatch):
+    """`--threads N` sets torch's intra-op threads for the run's loop and restores the caller's
+    count afterwards (train() also runs inside tests and the check gate)."""
+    import fastdqn.train as train_mod
+    seen, real = [], train_mod.run_loop
+    monkeypatch.setattr(train_mod, "run_loop", lambda *a: (seen.append(torch.get_num_threads()), real(*a)))
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    result = run_train("--env", "CartPole-v1", "--max-steps", "300", "--replay-initial", "100",
+                       "--threads", str(want))
+    assert seen == [want] and torch.get_num_threads() == before
+    assert result["config"]["run"]["threads"] == want

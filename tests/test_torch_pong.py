@@ -272,13 +272,13 @@ def test_cpu_and_cuda_give_identical_games_without_host_sync():
 
 # --- rendering -----------------------------------------------------------------------------------
 
-def expected_frame(size: int, ball=None, agent_y=None, opp_y=None) -> np.ndarray:
+def expected_frame(size: int, ball=None, agent_y=None, opp_y=None, background: int = 87) -> np.ndarray:
     """The frame by hand, from positions in pixels of the 84x84 court: each object's edges
     scaled to `size` and rounded, at least one pixel."""
     def span(lo, hi):
         a = int(np.floor(lo * size / 84 + 0.5))
         return slice(a, max(a + 1, int(np.floor(hi * size / 84 + 0.5))))
-    f = np.full((size, size), 87, np.uint8)
+    f = np.full((size, size), background, np.uint8)
     f[span(10, 14)] = 236
     f[span(78, 84)] = 236
     f[span(opp_y, opp_y + 6), span(8, 10)] = 148
@@ -288,9 +288,9 @@ def expected_frame(size: int, ball=None, agent_y=None, opp_y=None) -> np.ndarray
     return f
 
 
-@pytest.mark.parametrize("size", [84, 32, 16])
-def test_frames_show_the_objects_where_the_state_puts_them(size):
-    env = TorchPong(3, "cpu", size=size)
+@pytest.mark.parametrize("size, background", [(84, 87), (32, 87), (16, 87), (36, 0)])
+def test_frames_show_the_objects_where_the_state_puts_them(size, background):
+    env = TorchPong(3, "cpu", size=size, background=background)
     env.reset(0)
     # per game: ball (x, y), agent paddle top, opponent paddle top, in court pixels
     games = [((40, 30), 20, 50), ((60, 70), 71, 14), ((12, 15), 40, 33)]
@@ -301,7 +301,7 @@ def test_frames_show_the_objects_where_the_state_puts_them(size):
     frames = env.render(s)
     assert frames.dtype == torch.uint8 and frames.shape == (3, size, size)
     for i, (ball, ay, oy) in enumerate(games):
-        want = expected_frame(size, ball, ay, oy)
+        want = expected_frame(size, ball, ay, oy, background)
         assert np.array_equal(frames[i].numpy(), want), i
     if size == 84:  # the objects' exact pixels at full size
         f = frames[0].numpy()

@@ -13,7 +13,9 @@ preprocessed 84x84 grayscale frame:
 - the built-in opponent's paddle on the left (columns 8-9), the agent's on the right (columns
   74-75), both 2 x 6 pixels; the ball 1 x 2 pixels;
 - gray levels of ALE Pong after cv2's RGB->gray: background 87, walls and ball 236, the agent's
-  (green) paddle 147, the opponent's (orange) 148.
+  (green) paddle 147, the opponent's (orange) 148. `background` changes the court's level only
+  (0, black: objects on zero are features a fresh Nature-DQN finds far sooner; see
+  benchmarks/torch_pong_probe.py).
 
 Rules (constants below, in pixels of the 84x84 court and per frame). The ball bounces off the
 walls. A paddle hit reverses its horizontal velocity and sets its vertical one from where on the
@@ -179,7 +181,7 @@ class TorchPong:
     """N Pong games on `device`, stepped together; see the module docstring for the rules."""
 
     def __init__(self, num_envs: int, device="cpu", stack: int = 4, frame_skip: int = 4, size: int = 84,
-                 points: int = 21, max_episode_frames: int = 108_000):
+                 points: int = 21, max_episode_frames: int = 108_000, background: int = BACKGROUND):
         self.num_envs, self.device = num_envs, torch.device(device)
         self.stack, self.frame_skip, self.size = stack, frame_skip, size
         self.points, self.max_episode_frames = points, max_episode_frames
@@ -189,7 +191,7 @@ class TorchPong:
         self._moves = torch.tensor(MOVES, dtype=torch.int32, device=dev)
         self._serve_vy = torch.tensor(SERVE_VY, dtype=torch.int32, device=dev)
         self._grid = torch.arange(size, dtype=torch.int32, device=dev)
-        background = torch.full((size, size), BACKGROUND, dtype=torch.uint8, device=dev)
+        background = torch.full((size, size), background, dtype=torch.uint8, device=dev)
         for lo, hi in (TOP_WALL, BOTTOM_WALL):
             a, b = pixel_span(lo, hi, size)
             background[a:b] = WALL
@@ -316,7 +318,7 @@ class TorchPong:
 def make_torch_pong(hp, num_envs: int, device="cpu") -> TorchPong:
     """TorchPong with the run's stack, frame skip, frame size, points and episode cap."""
     return TorchPong(num_envs, device, stack=hp.stack, frame_skip=hp.frame_skip, size=hp.pong_size,
-                     points=hp.pong_points, max_episode_frames=hp.max_episode_frames)
+                     points=hp.pong_points, max_episode_frames=hp.max_episode_frames, background=hp.pong_background)
 
 
 class TorchPongVecEnv:
