@@ -130,7 +130,7 @@ def gate_vector_ale(rounds: int) -> float:
     """Agent steps/s on Pong: ale-py's C++ vector env (4 envs, sync, one thread) vs one baseline
     env. One thread: with a thread per core the ratio measured what the second core had free
     (1.30 to 2.32 on the quiet 2-core machine); on one thread it measures the C++ step and
-    preprocessing plus our AleVecEnv bookkeeping against the Python wrappers (1.10 to 1.18)."""
+    preprocessing plus our AleVecEnv bookkeeping against the Python wrappers (1.10 to 1.33)."""
     from ..envs import make_env
     from ..envs.backends import AleVecEnv
     hp = Hyperparams()

@@ -316,7 +316,7 @@ class TorchPong:
 
 
 def make_torch_pong(hp, num_envs: int, device="cpu") -> TorchPong:
-    """TorchPong with the run's stack, frame skip, frame size, points and episode cap."""
+    """TorchPong with the run's stack, frame skip, frame size, points, episode cap and court level."""
     return TorchPong(num_envs, device, stack=hp.stack, frame_skip=hp.frame_skip, size=hp.pong_size,
                      points=hp.pong_points, max_episode_frames=hp.max_episode_frames, background=hp.pong_background)
 
