@@ -162,8 +162,7 @@ class DeviceReplay:
         return obs if frames or not self.stacked else obs[:, -1]
 
     def _envs(self, env_ids) -> torch.Tensor:
-        return self.all_envs if env_ids is None else self._in(np.asarray(env_ids, np.int64)
-                                                              if not isinstance(env_ids, torch.Tensor) else env_ids)
+        return self.all_envs if env_ids is None else self._in(env_ids, torch.int64)
 
     def _write(self, envs: torch.Tensor, frames: torch.Tensor, pos: torch.Tensor) -> None:
         slots = self.written[envs] % self.ring

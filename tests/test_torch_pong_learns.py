@@ -19,9 +19,9 @@ reproducible for a seed, so CI runs seed 1: about 4 minutes.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from fastdqn.envs.torch_pong import TorchPong
+from test_torch_pong import first_returns
 
 SETTINGS = ["--env", "torch_pong", "--loop", "device", "--pong-size", "36", "--pong-points", "5",
             "--pong-background", "0", "--stack", "2", "--envs", "16", "--lr", "5e-4", "--loss", "huber",
@@ -35,12 +35,7 @@ def random_policy_mean(games: int = 256) -> float:
     """Mean return of uniformly random actions over the first game in each of `games` envs."""
     env = TorchPong(games, "cpu", stack=2, size=36, points=5, background=0)
     env.reset(seed=0)
-    gen = torch.Generator().manual_seed(0)
-    returns = torch.full((games,), float("nan"))
-    while returns.isnan().any():
-        r = env.step(torch.randint(0, 6, (games,), generator=gen))
-        returns = torch.where(r.done & returns.isnan(), r.episode_returns, returns)
-    return returns.mean().item()
+    return first_returns(env, None, max_steps=2000).mean().item()
 
 
 @pytest.mark.slow

@@ -176,6 +176,11 @@ class PongStep:
     episode_returns: torch.Tensor  # (N,) float32: the episode's score difference, valid where done
     episode_lengths: torch.Tensor  # (N,) int64: its agent steps, valid where done
 
+    def ended_episodes(self) -> list[tuple[int, float, int]]:
+        """(env index, return, length) of each game that ended in this step (a host sync)."""
+        ids = self.done.nonzero().squeeze(1)
+        return list(zip(ids.tolist(), self.episode_returns[ids].tolist(), self.episode_lengths[ids].tolist()))
+
 
 class TorchPong:
     """N Pong games on `device`, stepped together; see the module docstring for the rules."""
@@ -347,13 +352,10 @@ class TorchPongVecEnv:
         done = r.done.cpu().numpy()
         obs = r.obs.cpu().numpy()
         next_obs = r.next_obs.cpu().numpy() if done.any() else obs  # equal where no game ended
-        ended = np.flatnonzero(done)
-        returns, lengths = r.episode_returns[r.done].cpu().numpy(), r.episode_lengths[r.done].cpu().numpy()
-        episodes = [(int(i), float(ret), int(n)) for i, ret, n in zip(ended, returns, lengths)]
         n = self.num_envs
         return StepResult(np.arange(n), obs, next_obs, r.rewards.cpu().numpy(), r.terminated.cpu().numpy(),
                           r.truncated.cpu().numpy(), has_transition=np.ones(n, bool), reset=done,
-                          episodes=episodes)
+                          episodes=r.ended_episodes() if done.any() else [])
 
     def close(self) -> None:
         pass

@@ -49,15 +49,10 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             replay.start_where(step.done, step.obs)  # same-step autoreset: a new stream there
         obs = step.obs
         with profile("env"):  # episode bookkeeping: the only device-to-host traffic of a step
-            episodes = ended_episodes(step) if bool(step.done.any()) else []
+            episodes = step.ended_episodes() if bool(step.done.any()) else []
         engine.state.steps = steps = steps + env.num_envs
         engine.state.epsilon = epsilon
         telemetry.episodes_ended(engine, episodes)
         return learn(steps, schedule, replay, rng, learner, profile, telemetry)
 
     run_engine(iteration, cfg, telemetry)
-
-
-def ended_episodes(step) -> list[tuple[int, float, int]]:
-    ids = step.done.nonzero().squeeze(1)
-    return list(zip(ids.tolist(), step.episode_returns[ids].tolist(), step.episode_lengths[ids].tolist()))
