@@ -44,10 +44,11 @@ def setting_flags(setting: str):
 
 
 def pong_batch(size: int, device: torch.device, seed: int = 0) -> tuple:
+    from fastdqn.loss import discounts_of
     g = torch.Generator().manual_seed(seed)
     obs, next_obs = torch.randint(0, 256, (2, size, *OBS_SHAPE), generator=g, dtype=torch.uint8)
     batch = (obs, torch.randint(0, N_ACTIONS, (size,), generator=g), torch.randint(-1, 2, (size,), generator=g).float(),
-             torch.rand(size, generator=g) < 0.01, next_obs)
+             discounts_of(torch.rand(size, generator=g) < 0.01, 0.99), next_obs)
     return tuple(t.to(device) for t in batch)
 
 

@@ -53,6 +53,10 @@ class Hyperparams:
     # recipe
     updates_per_step: float = _f(0.0, "SGD updates of batch_size per agent step; 0 = the book's schedule "
                                       "(one update of batch_size x envs per round of envs steps)", min=0.0)
+    n_step: int = _f(1, "N-step returns: up to N rewards discounted by gamma^k, bootstrapped from the state "
+                        "N steps on; cut at episode ends (1 = the book)", min=1, max=100)
+    double: bool = _f(False, "Double DQN target: the online net picks the next action, the target net "
+                             "values it (off = the book's max over the target net)")
 
 
 @dataclass
@@ -276,9 +280,9 @@ def validate(cfg: Config) -> None:
     f, hp = cfg.flags, cfg.hp
     if f.loop == "ptan" and (f.parallel or f.envs > 1 or f.wrappers != "baseline" or f.backend != "sequential"
                              or f.replay != "host" or f.pinned or f.compile or f.cuda_graph or f.adam != "default"
-                             or f.bf16 or hp.updates_per_step or hp.env == TORCH_PONG):
+                             or f.bf16 or hp.updates_per_step or hp.n_step != 1 or hp.double or hp.env == TORCH_PONG):
         raise UsageError("loop 'ptan' is the book's baseline pipeline: it takes no envs, backend, wrappers, "
-                         "parallel, replay, pinned, learner or updates_per_step flags, and no torch_pong")
+                         "parallel, replay, pinned, learner, updates_per_step, n_step or double, and no torch_pong")
     if f.loop == "device" and (hp.env != TORCH_PONG or f.parallel):
         raise UsageError(f"loop 'device' steps torch_pong on the device in one process: expected "
                          f"--env {TORCH_PONG} and no parallel, got env {hp.env!r}"

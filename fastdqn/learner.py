@@ -60,7 +60,7 @@ class Bf16Forward(nn.Module):
 
 class Learner:
     """Owns net, tgt_net (make_target) and optimizer. update(batch) does one SGD step on a batch
-    (obs, actions, rewards, terminated, next_obs) already on the device and returns the loss as a
+    (obs, actions, returns, discounts, next_obs) already on the device and returns the loss as a
     device tensor (no host sync); sync_target() copies net into tgt_net."""
 
     def __init__(self, net: nn.Module, hp, flags, device):
@@ -68,7 +68,7 @@ class Learner:
         check_flags(flags, self.device)
         self.net, self.tgt_net = net, make_target(net)
         self.optimizer = make_optimizer(net.parameters(), hp.lr, flags.adam, capturable=flags.cuda_graph)
-        self.gamma, self.kind, self.no_grad = hp.gamma, hp.loss, flags.no_grad
+        self.kind, self.no_grad, self.double = hp.loss, flags.no_grad, hp.double
         if flags.bf16:
             self._net, self._tgt = Bf16Forward(self.net, self.device.type), Bf16Forward(self.tgt_net, self.device.type)
         else:
@@ -84,7 +84,7 @@ class Learner:
 
     def _sgd_step(self, *batch: torch.Tensor) -> torch.Tensor:
         # the eager reference; the no_grad flag acts in dqn_loss, at the target net's forward
-        return sgd_step(self._net, self._tgt, self.optimizer, batch, self.gamma, self.no_grad, self.kind)
+        return sgd_step(self._net, self._tgt, self.optimizer, batch, self.no_grad, self.kind, self.double)
 
     def update(self, batch) -> torch.Tensor:
         if not self.flags.cuda_graph:

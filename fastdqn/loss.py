@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,25 +11,36 @@ from torch import nn
 from .agent import grad_context
 
 
-def dqn_loss(net: nn.Module, tgt_net: nn.Module, obs, actions, rewards, dones, next_obs,
-             gamma: float, no_grad: bool = True, kind: str = "mse") -> torch.Tensor:
-    """(Q(s,a) - (r + gamma * max_a' Q_tgt(s',a') * (1 - done)))^2, mean over the batch.
-    `dones` marks terminal transitions (no bootstrap); truncated ones bootstrap."""
+def dqn_loss(net: nn.Module, tgt_net: nn.Module, obs, actions, rewards, discounts, next_obs,
+             no_grad: bool = True, kind: str = "mse", double: bool = False) -> torch.Tensor:
+    """(Q(s,a) - (r + discount * max_a' Q_tgt(s',a')))^2, mean over the batch. `discounts` is
+    gamma^m for an m-step return r (0 for a terminal transition: no bootstrap; truncated ones
+    bootstrap), as the replay samples it; `discounts_of` makes the one-step ones."""
     q = net(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
     with grad_context(no_grad):  # flag site: no_grad (target network)
-        next_q = tgt_net(next_obs).max(dim=1).values
-        next_q = next_q * (1.0 - dones.float())
-        target = rewards.float() + gamma * next_q
+        if double:  # flag site: double (the online net picks a', the target net values it)
+            best = net(next_obs).argmax(dim=1, keepdim=True)
+            next_q = tgt_net(next_obs).gather(1, best).squeeze(1)
+        else:
+            next_q = tgt_net(next_obs).max(dim=1).values
+        target = rewards.float() + discounts * next_q
     target = target.detach()
     if kind == "huber":
         return F.smooth_l1_loss(q, target)
     return F.mse_loss(q, target)
 
 
-def sgd_step(net: nn.Module, tgt_net: nn.Module, optimizer: torch.optim.Optimizer, batch, gamma: float,
-             no_grad: bool, kind: str) -> torch.Tensor:
-    """One optimizer step on the Bellman loss of `batch` (obs, actions, rewards, dones, next_obs)."""
-    loss = dqn_loss(net, tgt_net, *batch, gamma=gamma, no_grad=no_grad, kind=kind)
+def discounts_of(terminated, gamma: float):
+    """One-step discounts: gamma, 0 where terminated (float32; numpy or torch as given)."""
+    if isinstance(terminated, torch.Tensor):
+        return torch.where(terminated.bool(), 0.0, gamma).float()
+    return np.where(terminated, 0.0, gamma).astype(np.float32)
+
+
+def sgd_step(net: nn.Module, tgt_net: nn.Module, optimizer: torch.optim.Optimizer, batch, no_grad: bool,
+             kind: str, double: bool = False) -> torch.Tensor:
+    """One optimizer step on the Bellman loss of `batch` (obs, actions, returns, discounts, next_obs)."""
+    loss = dqn_loss(net, tgt_net, *batch, no_grad=no_grad, kind=kind, double=double)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -7,6 +7,13 @@ crosses an episode boundary. Stacks are rebuilt by index: frame j back from slot
 g - min(j, pos[g]), which repeats the reset frame at an episode's start exactly as gymnasium's
 FrameStackObservation pads. s' of slot g is slot g + 1, never stored twice.
 
+Sampling returns (obs, actions, returns, discounts, next_obs): with n_step N, the return of up to
+N transitions of one episode from the sampled one, sum of gamma^k r_k, and s' the state where that
+walk stopped; discounts is gamma^m for the m transitions walked, 0 where the walk ended in a
+termination (no bootstrap). A walk stops early at an episode's end (terminated: no bootstrap;
+truncated: bootstrap from the final observation) and at the newest stored step of a running
+episode. With N = 1 this is the one-step transition and discount gamma x (1 - terminated).
+
 For Pong, 100k transitions take 100k x 84 x 84 bytes = 0.7 GB instead of 5.6 GB for stacked
 obs + next obs. Vector observations (CartPole) are stored whole, one per slot.
 """
@@ -24,8 +31,33 @@ def newest_frames(obs: np.ndarray, obs_shape: tuple[int, ...]) -> np.ndarray:
     return obs[:, -1] if len(obs_shape) == 3 else obs
 
 
+def n_step_walk(rewards, terminated, has_transition, envs, g, ring: int, n: int, powers, where):
+    """flag site: n_step. From slots g (each with a transition) of envs, walk up to n transitions
+    forward within the episode: (discounted return, discount of the bootstrap, transitions
+    walked). numpy and torch alike: `where` is np.where or torch.where, `powers` gamma^0..n as
+    float32 of the same kind. A walk stops after a terminated transition and before a slot
+    without one (an episode's final observation, or the newest step of a running episode)."""
+    slot = g % ring
+    ret, term = rewards[envs, slot] * 1, terminated[envs, slot]
+    m, alive = g * 0 + 1, ~term
+    for k in range(1, n):
+        s = (g + k) % ring
+        alive = alive & has_transition[envs, s]
+        ret = ret + where(alive, rewards[envs, s] * powers[k], 0 * powers[0])
+        m = m + alive
+        term = term | (alive & terminated[envs, s])
+        alive = alive & ~terminated[envs, s]
+    return ret, where(term, 0 * powers[0], powers[m]), m
+
+
+def discount_powers(gamma: float, n: int) -> np.ndarray:
+    """gamma^0 .. gamma^n as float32 (one rounding, the same on host and device)."""
+    return np.array([gamma ** k for k in range(n + 1)], np.float32)
+
+
 class FrameReplay:
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int = 1):
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int = 1,
+                 gamma: float = 0.99, n_step: int = 1):
         self.obs_shape = tuple(obs_shape)
         self.stacked = len(obs_shape) == 3  # (stack, H, W) image stacks; else whole vectors
         self.stack = obs_shape[0] if self.stacked else 1
@@ -43,6 +75,7 @@ class FrameReplay:
         self.pos = np.zeros(shape, np.int64)    # steps since the episode's reset frame
         self.written = np.zeros(num_envs, np.int64)  # slots written per env, monotonic
         self.added = 0                          # transitions added in all
+        self.n_step, self.powers = n_step, discount_powers(gamma, n_step)
 
     def __len__(self) -> int:
         return min(self.added, self.capacity)
@@ -105,14 +138,17 @@ class FrameReplay:
         return envs, g
 
     def sample(self, batch_size: int, rng: np.random.Generator):
-        """(obs, actions, rewards, terminated, next_obs) as numpy arrays."""
-        envs, g = self.sample_indices(batch_size, rng)
+        """(obs, actions, returns, discounts, next_obs) as numpy arrays (module docstring)."""
+        return self.gather(*self.sample_indices(batch_size, rng))
+
+    def gather(self, envs: np.ndarray, g: np.ndarray):
+        """The sampled transitions of slots g (monotonic, each with a transition) of envs."""
         slot = g % self.ring
         pos = self.pos[envs, slot]
-        obs = self._stack_at(envs, g, pos)
-        next_obs = self._stack_at(envs, g + 1, pos + 1)
-        return (obs, self.actions[envs, slot], self.rewards[envs, slot],
-                self.terminated[envs, slot], next_obs)
+        returns, discounts, m = n_step_walk(self.rewards, self.terminated, self.has_transition, envs, g,
+                                            self.ring, self.n_step, self.powers, np.where)
+        return (self._stack_at(envs, g, pos), self.actions[envs, slot], returns, discounts,
+                self._stack_at(envs, g + m, pos + m))
 
 
 class DeviceReplay:
@@ -125,7 +161,7 @@ class DeviceReplay:
     """
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int,
-                 device: torch.device, to_device=None):
+                 device: torch.device, to_device=None, gamma: float = 0.99, n_step: int = 1):
         self.obs_shape = tuple(obs_shape)
         self.stacked = len(obs_shape) == 3
         self.stack = obs_shape[0] if self.stacked else 1
@@ -145,6 +181,7 @@ class DeviceReplay:
         self.written = z(num_envs, dtype=torch.int64)
         self.all_envs = torch.arange(num_envs, device=device)
         self.added = 0
+        self.n_step, self.powers = n_step, torch.from_numpy(discount_powers(gamma, n_step)).to(device)
 
     def __len__(self) -> int:
         return min(self.added, self.capacity)
@@ -203,11 +240,13 @@ class DeviceReplay:
         return self.frames[envs[:, None], idx % self.ring]
 
     def gather(self, envs: torch.Tensor, g: torch.Tensor):
-        """(obs, actions, rewards, terminated, next_obs) of slots g (monotonic) of envs."""
+        """(obs, actions, returns, discounts, next_obs) of slots g (monotonic) of envs."""
         slot = g % self.ring
         pos = self.pos[envs, slot]
-        return (self._stack_at(envs, g, pos), self.actions[envs, slot], self.rewards[envs, slot],
-                self.terminated[envs, slot], self._stack_at(envs, g + 1, pos + 1))
+        returns, discounts, m = n_step_walk(self.rewards, self.terminated, self.has_transition, envs, g,
+                                            self.ring, self.n_step, self.powers, torch.where)
+        return (self._stack_at(envs, g, pos), self.actions[envs, slot], returns, discounts,
+                self._stack_at(envs, g + m, pos + m))
 
     def sample_indices(self, batch_size: int, generator: torch.Generator):
         """Uniform over stored transitions whose frames are all still in the ring, as FrameReplay:
@@ -233,10 +272,10 @@ class DeviceReplay:
         return self.gather(*self.sample_indices(batch_size, generator))
 
 
-def make_replay(flags, capacity: int, obs_shape, obs_dtype, num_envs: int, device: torch.device, to_device):
+def make_replay(hp, flags, obs_shape, obs_dtype, num_envs: int, device: torch.device, to_device):
     if flags.replay == "device":  # flag site: replay
-        return DeviceReplay(capacity, obs_shape, obs_dtype, num_envs, device, to_device)
-    return FrameReplay(capacity, obs_shape, obs_dtype, num_envs)
+        return DeviceReplay(hp.replay_size, obs_shape, obs_dtype, num_envs, device, to_device, hp.gamma, hp.n_step)
+    return FrameReplay(hp.replay_size, obs_shape, obs_dtype, num_envs, hp.gamma, hp.n_step)
 
 
 def sampler(replay, seed: int):

@@ -110,9 +110,9 @@ def check_samples(replay, events, stacked: bool) -> None:
             if ev[0] == "step":
                 _, obs, a, r, te, _, nxt = ev
                 stored.add((obs.tobytes(), a, r, te, nxt.tobytes()))
-    obs, actions, rewards, terminated, next_obs = replay.sample(512, np.random.default_rng(1))
+    obs, actions, rewards, discounts, next_obs = replay.sample(512, np.random.default_rng(1))
     for k in range(len(actions)):
-        key = (obs[k].tobytes(), int(actions[k]), float(rewards[k]), bool(terminated[k]),
+        key = (obs[k].tobytes(), int(actions[k]), float(rewards[k]), bool(discounts[k] == 0),
                next_obs[k].tobytes())
         assert key in stored, k
         if stacked:

@@ -14,7 +14,7 @@ from torch import nn
 from fastdqn.agent import EpsilonGreedy, epsilon_at
 from fastdqn.cli import main
 from fastdqn.errors import UsageError
-from fastdqn.loss import dqn_loss, make_target
+from fastdqn.loss import discounts_of, dqn_loss, make_target
 from fastdqn.results import SCHEMA_VERSION, load_result, write_json_atomic
 from fastdqn.telemetry import RewardTracker
 
@@ -46,13 +46,14 @@ def _nets():
     return net, tgt
 
 
-def _batch():
+def _batch(gamma=None):
+    """With gamma: the replay's form, one-step discounts in place of the done flags."""
     obs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     actions = torch.tensor([0, 1, 1])
     rewards = torch.tensor([1.0, -1.0, 0.5])
     dones = torch.tensor([False, True, False])          # the 2nd transition is terminal
     next_obs = torch.tensor([[0.5, 2.0], [1.0, 1.0], [2.0, -1.0]])
-    return obs, actions, rewards, dones, next_obs
+    return obs, actions, rewards, (dones if gamma is None else discounts_of(dones, gamma)), next_obs
 
 
 GAMMA = 0.5
@@ -71,7 +72,7 @@ EXPECTED_HUBER = (0.5 * 0.0625 + 0.0 + (3.5 - 0.5)) / 3  # smooth L1, beta 1: 1.
 @pytest.mark.parametrize("no_grad", [True, False])
 def test_mse_loss_by_hand(no_grad):
     net, tgt = _nets()
-    loss = dqn_loss(net, tgt, *_batch(), gamma=GAMMA, no_grad=no_grad, kind="mse")
+    loss = dqn_loss(net, tgt, *_batch(GAMMA), no_grad=no_grad, kind="mse")
     assert loss.item() == pytest.approx(EXPECTED_MSE, rel=1e-6)
     assert loss.item() == pytest.approx(4.1041667, rel=1e-6)
 
@@ -79,7 +80,7 @@ def test_mse_loss_by_hand(no_grad):
 @pytest.mark.parametrize("no_grad", [True, False])
 def test_huber_loss_by_hand(no_grad):
     net, tgt = _nets()
-    loss = dqn_loss(net, tgt, *_batch(), gamma=GAMMA, no_grad=no_grad, kind="huber")
+    loss = dqn_loss(net, tgt, *_batch(GAMMA), no_grad=no_grad, kind="huber")
     assert loss.item() == pytest.approx(EXPECTED_HUBER, rel=1e-6)
     assert loss.item() == pytest.approx(1.0104167, rel=1e-6)
 
@@ -88,14 +89,14 @@ def test_truncated_transition_bootstraps():
     # same batch, nothing terminal: y2 = -1 + .5 * max(2, 1) = 0, error -1 - 0 = -1
     net, tgt = _nets()
     obs, actions, rewards, _, next_obs = _batch()
-    loss = dqn_loss(net, tgt, obs, actions, rewards, torch.zeros(3, dtype=torch.bool), next_obs, gamma=GAMMA)
+    loss = dqn_loss(net, tgt, obs, actions, rewards, torch.full((3,), GAMMA), next_obs)
     assert loss.item() == pytest.approx((0.0625 + 1.0 + 12.25) / 3, rel=1e-6)
 
 
 @pytest.mark.parametrize("no_grad", [True, False])
 def test_loss_gradient_only_to_online_net(no_grad):
     net, tgt = _nets()
-    loss = dqn_loss(net, tgt, *_batch(), gamma=GAMMA, no_grad=no_grad)
+    loss = dqn_loss(net, tgt, *_batch(GAMMA), no_grad=no_grad)
     loss.backward()
     # d/dq of mean (q - y)^2 = 2 (q - y) / 3, only into the taken action's row:
     #   row 0 (action 0): s1 with error -0.25 -> 2*(-0.25)/3 * [1, 0]
@@ -111,7 +112,7 @@ def test_loss_gradient_only_to_online_net(no_grad):
 def test_gamma_scales_bootstrap():
     net, tgt = _nets()
     # gamma 0: y = r -> errors 1.5-1, -1-(-1), -1-.5
-    loss = dqn_loss(net, tgt, *_batch(), gamma=0.0)
+    loss = dqn_loss(net, tgt, *_batch(0.0))
     assert loss.item() == pytest.approx((0.25 + 0.0 + 2.25) / 3, rel=1e-6)
 
 
@@ -164,14 +165,14 @@ def test_target_branch_grad_flag(no_grad, builds_graph):
     net, tgt = _nets()
     seen = []
     tgt.register_forward_hook(lambda _m, _i, out: seen.append(out.requires_grad))
-    dqn_loss(net, tgt, *_batch(), gamma=GAMMA, no_grad=no_grad)
+    dqn_loss(net, tgt, *_batch(GAMMA), no_grad=no_grad)
     assert seen == [builds_graph]
 
 
 def test_loss_identical_in_both_modes():
     net, tgt = _nets()
-    fast = dqn_loss(net, tgt, *_batch(), gamma=0.99, no_grad=True)
-    slow = dqn_loss(net, tgt, *_batch(), gamma=0.99, no_grad=False)
+    fast = dqn_loss(net, tgt, *_batch(0.99), no_grad=True)
+    slow = dqn_loss(net, tgt, *_batch(0.99), no_grad=False)
     assert fast.item() == slow.item()
     assert fast.requires_grad and slow.requires_grad
 

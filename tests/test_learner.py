@@ -22,7 +22,7 @@ from torch._dynamo.utils import counters  # internal, but the one way to see tha
 from fastdqn.config import Flags, Hyperparams
 from fastdqn.errors import UsageError
 from fastdqn.learner import Learner, check_flags
-from fastdqn.loss import make_target, sgd_step, sync_target
+from fastdqn.loss import discounts_of, make_target, sgd_step, sync_target
 from fastdqn.model import MLP, NatureDQN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +65,7 @@ def _batches(kind: str, device, n: int = 3, size: int = 32) -> list[tuple]:
         else:
             obs, next_obs = torch.randint(0, 256, (2, size, 4, 84, 84), generator=g, dtype=torch.uint8)
         batch = (obs, torch.randint(0, 6, (size,), generator=g), torch.randint(-1, 2, (size,), generator=g).float(),
-                 torch.rand(size, generator=g) < 0.1, next_obs)
+                 discounts_of(torch.rand(size, generator=g) < 0.1, HP.gamma), next_obs)
         out.append(tuple(t.to(device) for t in batch))
     return out
 
@@ -73,7 +73,7 @@ def _batches(kind: str, device, n: int = 3, size: int = 32) -> list[tuple]:
 def _reference(net, batches, hp=HP):
     """Today's loops: make_target, Adam(lr), sgd_step, sync_target after the second step."""
     tgt, opt = make_target(net), torch.optim.Adam(net.parameters(), lr=hp.lr)
-    return _scenario(net, batches, lambda b: sgd_step(net, tgt, opt, b, hp.gamma, True, hp.loss),
+    return _scenario(net, batches, lambda b: sgd_step(net, tgt, opt, b, True, hp.loss),
                      lambda: sync_target(net, tgt))
 
 

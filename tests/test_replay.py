@@ -13,6 +13,7 @@ from collections import Counter, deque
 import numpy as np
 import pytest
 
+from fastdqn.loss import discounts_of
 from fastdqn.replay import FrameReplay
 
 FRAME = (4, 5)
@@ -154,7 +155,8 @@ def check_samples(replay: FrameReplay, naive: NaiveReplay, env: FakeVecEnv, batc
     np.testing.assert_array_equal(next_obs, np.stack([w["next_obs"] for w in want]))
     np.testing.assert_array_equal(actions, [w["action"] for w in want])
     np.testing.assert_array_equal(rewards, np.array([w["reward"] for w in want], np.float32))
-    np.testing.assert_array_equal(terminated, [w["terminated"] for w in want])
+    # one-step discounts (the replay's default gamma 0.99): 0 for a terminal transition
+    np.testing.assert_array_equal(terminated, discounts_of(np.array([w["terminated"] for w in want]), 0.99))
 
     # never across an episode: obs is never a final observation, s' never a reset one
     for o, n in zip(obs, next_obs):
@@ -240,11 +242,11 @@ def test_terminal_next_obs_is_final_not_reset():
     for seed in range(20):
         obs, a, r, term, nxt = replay.sample(16, np.random.default_rng(seed))
         for i in range(16):
-            seen[int(a[i])] = (obs[i].ravel().tolist(), float(r[i]), bool(term[i]), nxt[i].ravel().tolist())
+            seen[int(a[i])] = (obs[i].ravel().tolist(), float(r[i]), float(term[i]), nxt[i].ravel().tolist())
     assert seen == {
-        1: ([10, 10], 1.0, True, [10, 11]),
-        2: ([20, 20], 0.5, False, [20, 21]),
-        3: ([20, 21], -1.0, False, [21, 22]),
+        1: ([10, 10], 1.0, 0.0, [10, 11]),                       # terminal: discount 0
+        2: ([20, 20], 0.5, float(np.float32(0.99)), [20, 21]),
+        3: ([20, 21], -1.0, float(np.float32(0.99)), [21, 22]),
     }
 
 

@@ -174,7 +174,7 @@ def gate_replay_sample(rounds: int) -> float:
 
     def slow():
         for _ in range(20):
-            unpack_batch(ref.sample(32), cpu)
+            unpack_batch(ref.sample(32), cpu, 0.99)
     return _ratio({"slow": slow, "fast": fast}, rounds)
 
 

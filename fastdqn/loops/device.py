@@ -26,7 +26,8 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     env = make_torch_pong(hp, flags.envs, device)
     obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
     learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
-    replay = DeviceReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, device)
+    replay = DeviceReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, device, gamma=hp.gamma,
+                          n_step=hp.n_step)
     select_actions = DeviceEpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed)
     rng = torch.Generator(device).manual_seed(hp.seed + 1)
     schedule = UpdateSchedule(hp, env.num_envs)

@@ -312,7 +312,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
     net = learner.net
     to_device = make_to_device(device, flags.pinned)
-    replay = make_replay(flags, hp.replay_size, obs_shape, obs_dtype, flags.players * flags.envs, device, to_device)
+    replay = make_replay(hp, flags, obs_shape, obs_dtype, flags.players * flags.envs, device, to_device)
     rng = sampler(replay, hp.seed + 1)
     schedule = UpdateSchedule(hp, flags.envs)  # as if each player's round were the serial loop's
     telemetry.samples_per_update = schedule.batch_size

@@ -13,7 +13,7 @@ from ignite.engine import Engine
 from ..agent import epsilon_at
 from ..envs import is_atari
 from ..errors import UsageError
-from ..loss import sgd_step
+from ..loss import discounts_of, sgd_step
 from ..model import make_net
 from ..telemetry import Telemetry
 from .common import run_engine, seed_everything
@@ -39,14 +39,14 @@ def make_ptan_env(hp) -> gym.Env:
     return ptan.common.wrappers.wrap_dqn(env, stack_frames=hp.stack, noop_max=hp.noop_max)
 
 
-def unpack_batch(batch, device):
-    """ExperienceFirstLast list -> tensors; last_state None marks episode ends (done)."""
+def unpack_batch(batch, device, gamma: float):
+    """ExperienceFirstLast list -> tensors; last_state None marks episode ends (no bootstrap)."""
     obs = np.asarray([e.state for e in batch])
     actions = np.asarray([e.action for e in batch])
     rewards = np.asarray([e.reward for e in batch], dtype=np.float32)
     dones = np.asarray([e.last_state is None for e in batch])
     next_obs = np.asarray([e.state if e.last_state is None else e.last_state for e in batch])
-    return [torch.as_tensor(a).to(device) for a in (obs, actions, rewards, dones, next_obs)]
+    return [torch.as_tensor(a).to(device) for a in (obs, actions, rewards, discounts_of(dones, gamma), next_obs)]
 
 
 def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
@@ -79,9 +79,9 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
         with profile("replay_sample"):
             batch = buffer.sample(hp.batch_size)
         with profile("copy"):
-            batch = unpack_batch(batch, device)
+            batch = unpack_batch(batch, device, hp.gamma)
         with profile("learn"):
-            loss = sgd_step(net, tgt_net.target_model, optimizer, batch, hp.gamma, flags.no_grad, hp.loss)
+            loss = sgd_step(net, tgt_net.target_model, optimizer, batch, flags.no_grad, hp.loss)
             if engine.state.steps - last_sync >= hp.target_sync_steps:
                 tgt_net.sync()
                 last_sync = engine.state.steps
