@@ -4,6 +4,8 @@
     python3 dev.py bench [ARGS]   # set up .venv, then `fastdqn bench ARGS` (the default benchmark)
     python3 dev.py test [ARGS]    # set up .venv, then `pytest ARGS`
     python3 dev.py fastdqn ARGS   # set up .venv, then any fastdqn command
+    python3 dev.py wheelhouse DIR [--python-version X.Y] [--platform TAG] [--extras A,B] [--have NAME,...]
+                                  # wheels for a machine without a registry (README: Offline install)
 
 Set-up (skipped when pyproject.toml is unchanged since the last one):
 - .venv is created beside this file. Where the base Python already has torch (the GPU host's
@@ -12,6 +14,8 @@ Set-up (skipped when pyproject.toml is unchanged since the last one):
   so the open torch requirement that follows never pulls a multi-GB CUDA build.
 - fastdqn is installed editable with its test, reference and ray extras, then ptan 0.8.1 WITHOUT its
   dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
+- Where pip reaches no package registry, it says so in one line and points to the README's
+  offline install instead of failing inside pip.
 """
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ def setup() -> None:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_CPU.encode() + PTAN.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == want and PY.exists():
         return
+    from tools.offline import registry_missing
+    missing = registry_missing()
+    if missing:
+        raise SystemExit(f"dev.py: {missing}")
     if not PY.exists():
         system_torch = base_has_torch()
         print(f"creating {VENV} ({'with the base torch' if system_torch else 'fresh'})", flush=True)
@@ -57,9 +65,12 @@ def setup() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("bench", "test", "fastdqn", "setup"):
-        print("usage: python3 dev.py bench|test|fastdqn|setup [ARGS]", file=sys.stderr)
+    if not argv or argv[0] not in ("bench", "test", "fastdqn", "setup", "wheelhouse"):
+        print("usage: python3 dev.py bench|test|fastdqn|setup|wheelhouse [ARGS]", file=sys.stderr)
         return 2
+    if argv[0] == "wheelhouse":  # needs no venv: it runs on the base Python
+        from tools import offline
+        return offline.main(argv[1:])
     setup()
     what, rest = argv[0], argv[1:]
     if what == "setup":

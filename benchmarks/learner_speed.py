@@ -2,17 +2,21 @@
 
     python benchmarks/learner_speed.py [--device auto] [--batch-sizes 32 128 512]
         [--settings eager foreach fused compile cuda_graph bf16] [--seconds-per-cell 5]
-        [--repeats 5] [--warmup 5] [--threads N] [--out DIR]
+        [--repeats 5] [--warmup 5] [--threads N] [--max-seconds S] [--out DIR] [--name STEM]
 
 Times the learner alone: NatureDQN (4 stacked 84x84 frames, Pong's 6 actions) and one random
 Pong-shaped uint8 batch already on the device, updated again and again. Per cell (setting x batch
 size): a fresh net and Learner, `--warmup` updates not timed (compiling, capturing, allocator and
 cuDNN warm-up), then `--repeats` runs of N updates each, the device synchronized before the clock
 is read, N sized so that the runs of a cell take about `--seconds-per-cell` together. Records the
-mean and spread over the runs. A setting joins flags with '+': compile+fused, cuda_graph+bf16.
-Settings the device cannot run (cuda_graph on the CPU) are recorded as skipped.
+mean and spread over the runs. Two figures per cell: `pipelined` syncs once per run, so the host
+queues updates ahead of the GPU (a ceiling no training loop reaches); `synced` reads the loss
+after every update (`loss.item()`, one host sync per update, as the loops did), each run sized
+alike. On the CPU both are the same work. A setting joins flags with '+': compile+fused, cuda_graph+bf16.
+Settings the device cannot run (cuda_graph on the CPU) are recorded as skipped, and so are the
+cells left when --max-seconds has passed (the file is written with what was measured).
 
-Writes results/<machine-id>/learner_speed.json and learner_speed.md (or into --out). Measure on a
+Writes results/<machine-id>/learner_speed.json and learner_speed.md (or into --out, named --name). Measure on a
 quiet machine: other processes on the same cores or GPU make the numbers meaningless.
 """
 from __future__ import annotations
@@ -83,20 +87,27 @@ def measure_cell(setting: str, batch_size: int, device: torch.device, args) -> d
         learner.update(batch)
     sync(device)
     per_update = (time.perf_counter() - start) / 3
-    n = max(1, round(args.seconds_per_cell / args.repeats / per_update))
-    runs = []
-    for _ in range(args.repeats):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(n):
-            learner.update(batch)
-        sync(device)
-        runs.append(n / (time.perf_counter() - start))
-    mean = statistics.fmean(runs)
-    std = statistics.stdev(runs) if len(runs) > 1 else 0.0
-    return {**cell, "updates_per_second": {"mean": mean, "std": std, "min": min(runs), "max": max(runs),
-                                           "runs": runs},
-            "samples_per_second": mean * batch_size, "updates_per_run": n, "warmup_seconds": warmup_s}
+    n = max(1, round(args.seconds_per_cell / 2 / args.repeats / per_update))
+
+    def timed(read_loss: bool) -> list[float]:
+        runs = []
+        for _ in range(args.repeats):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(n):
+                loss = learner.update(batch)
+                if read_loss:
+                    loss.item()
+            sync(device)
+            runs.append(n / (time.perf_counter() - start))
+        return runs
+
+    def stats(runs: list[float]) -> dict:
+        return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
+                "min": min(runs), "max": max(runs), "runs": runs}
+    pipelined, synced = stats(timed(False)), stats(timed(True))
+    return {**cell, "updates_per_second": pipelined, "updates_per_second_synced": synced,
+            "samples_per_second": pipelined["mean"] * batch_size, "updates_per_run": n, "warmup_seconds": warmup_s}
 
 
 def markdown(result: dict) -> str:
@@ -107,21 +118,24 @@ def markdown(result: dict) -> str:
              f"torch {result['versions']['torch']}",
              "",
              f"NatureDQN, Pong-shaped uint8 batches on the device; mean ± std over {result['repeats']} runs of "
-             f"about {result['seconds_per_cell'] / result['repeats']:.2g} s each, after {result['warmup']} warm-up updates; "
-             f"(xN): speed-up over eager at the same batch size. torch threads: {result['torch_threads']}.",
+             f"about {result['seconds_per_cell'] / 2 / result['repeats']:.2g} s each per figure, after "
+             f"{result['warmup']} warm-up updates; (xN): speed-up over eager at the same batch size. torch threads: "
+             f"{result['torch_threads']}. Pipelined: one sync per run, the host queues updates ahead of the device "
+             f"(a ceiling); synced: the loss read after every update (one host sync per update).",
              "",
-             "| setting | " + " | ".join(f"batch {b}" for b in sizes) + " |",
-             "|---|" + "---:|" * len(sizes)]
+             "| setting | " + " | ".join(f"batch {b} pipelined | batch {b} synced" for b in sizes) + " |",
+             "|---|" + "---:|" * 2 * len(sizes)]
     for setting in result["settings"]:
         row = []
         for b in sizes:
             c = next(c for c in result["cells"] if c["setting"] == setting and c["batch_size"] == b)
             if "skipped" in c:
-                row.append("skipped")
+                row += ["skipped", "skipped"]
                 continue
-            ups = c["updates_per_second"]
-            ratio = f" (x{ups['mean'] / eager[b]:.2f})" if b in eager else ""
-            row.append(f"{ups['mean']:.4g} ± {ups['std']:.2g}{ratio}")
+            for key in ("updates_per_second", "updates_per_second_synced"):
+                ups = c[key]
+                ratio = f" (x{ups['mean'] / eager[b]:.2f})" if b in eager and key == "updates_per_second" else ""
+                row.append(f"{ups['mean']:.4g} ± {ups['std']:.2g}{ratio}")
         lines.append(f"| {setting} | " + " | ".join(row) + " |")
     skipped = sorted({c["skipped"] for c in result["cells"] if "skipped" in c})
     lines += [""] + [f"Skipped: {s}." for s in skipped]
@@ -138,12 +152,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (the spread is over these)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed updates per cell before the runs")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="start no cell after this many seconds (0 = no limit); the rest are recorded as skipped")
     parser.add_argument("--out", default="", help="output directory (default: results/<machine-id>/)")
+    parser.add_argument("--name", default="learner_speed", help="file name stem of the JSON and table")
     args = parser.parse_args()
     if args.repeats < 1 or args.warmup < 1 or args.seconds_per_cell <= 0:
         parser.error("--repeats and --warmup must be >= 1, --seconds-per-cell > 0")
 
-    from fastdqn.results import cpu_model, git_info, hardware, machine_id, versions, write_json_atomic
+    from fastdqn.results import cpu_model, cuda_math, git_info, hardware, machine_id, versions, write_json_atomic
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     if args.threads:
@@ -153,9 +170,13 @@ def main() -> int:
     for s in settings:
         setting_flags(s)  # unknown names fail before any measuring
     cells = []
+    start = time.monotonic()
     for setting in settings:
         for b in args.batch_sizes:
-            cell = measure_cell(setting, b, device, args)
+            if args.max_seconds and time.monotonic() - start > args.max_seconds:
+                cell = {"setting": setting, "batch_size": b, "skipped": f"time budget of {args.max_seconds:g} s spent"}
+            else:
+                cell = measure_cell(setting, b, device, args)
             cells.append(cell)
             if "skipped" in cell:
                 print(f"{setting:>20} batch {b:4d}: skipped ({cell['skipped']})", file=sys.stderr)
@@ -172,13 +193,15 @@ def main() -> int:
         "obs_shape": list(OBS_SHAPE), "batch_sizes": args.batch_sizes, "settings": settings,
         "seconds_per_cell": args.seconds_per_cell, "repeats": args.repeats, "warmup": args.warmup,
         "definition": "Learner.update calls per second on one batch already on the device, device "
-                      "synchronized before each clock read, warm-up updates excluded",
+                      "synchronized before each clock read, warm-up updates excluded; updates_per_second is "
+                      "pipelined (one sync per run), updates_per_second_synced reads the loss after each update",
+        "cuda_math": cuda_math(),
         "cells": cells,
     }
     out = Path(args.out) if args.out else Path("results") / result["machine_id"]
-    write_json_atomic(out / "learner_speed.json", result)
-    (out / "learner_speed.md").write_text(markdown(result))
-    print(f"written: {out / 'learner_speed.json'}, {out / 'learner_speed.md'}", file=sys.stderr)
+    write_json_atomic(out / f"{args.name}.json", result)
+    (out / f"{args.name}.md").write_text(markdown(result))
+    print(f"written: {out / (args.name + '.json')}, {out / (args.name + '.md')}", file=sys.stderr)
     return 0
 
 

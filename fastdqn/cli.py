@@ -5,11 +5,15 @@ User errors print one line `fastdqn: error: ...` and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 from .config import PRESET_DOCS, PRESETS, all_fields, build_config, preset_config
-from .errors import ProcessFailed, UsageError
+from .errors import ProcessFailed, UsageError, WriteFailed
+from .lifecycle import describe, exit_code, stop_requests
+from .results import MACHINE_ENV, check_machine_name
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,6 +56,8 @@ def add_train_parser(sub, argv: list[str]) -> None:
 def cmd_train(args) -> int:
     cli_values = {name: getattr(args, name) for name in all_fields() if getattr(args, name) is not None}
     cfg = build_config(args.preset, args.config, cli_values)
+    from .results import machine_name
+    machine_name()  # a bad $FASTDQN_MACHINE or machine file fails here, before the run
     from .train import train
     result = train(cfg)
     fps = result["fps"]
@@ -73,7 +79,11 @@ def cmd_bench(args) -> int:
     from .bench.report import cell_order, collect, matrix_table, write_report
     from .bench.runner import run_matrix
     matrix = load_matrix(args.matrix or default_matrix())  # validated whole before any run
-    launcher = make_launcher(args.launcher, args.address)
+    if args.machine is not None:  # the runs (child processes) inherit it
+        os.environ[MACHINE_ENV] = check_machine_name(args.machine, "--machine")
+    if args.cell_cap is not None and not 0 <= args.cell_cap < math.inf:  # NaN fails too
+        raise UsageError(f"invalid value {args.cell_cap:g} for --cell-cap: expected seconds >= 0 (0 = no cap)")
+    launcher = make_launcher(args.launcher, args.address, args.cell_cap)
     results = Path(args.results)
     rc, machines = run_matrix(matrix, results, progress=not args.no_progress, launcher=launcher)
     found = collect(results) if machines else {}
@@ -81,7 +91,11 @@ def cmd_bench(args) -> int:
     for machine, cells in ran:  # Ray: one table per machine that ran cells
         print(matrix_table(cells, cell_order(results / machine / matrix.name, cells)))
     if ran:
-        print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
+        try:
+            print(f"report: {write_report(results, readme_for(results))}", file=sys.stderr)
+        except OSError as e:  # the results themselves are written; only the tables are not
+            print(f"fastdqn: error: could not write the report: {e}", file=sys.stderr)
+            return rc or 1
     return rc
 
 
@@ -122,6 +136,13 @@ def build_parser(argv: list[str]) -> Parser:
     b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
     b.add_argument("--results", default="results", help="results root (default: results)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--machine", default=None, metavar="NAME",
+                   help="this machine's name for the runs: finished results are reused only when made "
+                        "under the same name (default: $FASTDQN_MACHINE, else the name made on first use)")
+    b.add_argument("--cell-cap", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock cap per (cell, seed): past it the run is stopped and written as failed, "
+                        "and the matrix goes on (default: the cell's max_seconds, else its max_steps at "
+                        "1 step/s, plus 300 s; no budget: no cap; 0 = no cap)")
     b.add_argument("--launcher", choices=("local", "ray"), default="local",
                    help="local: one cell at a time here (default); ray: each cell a Ray task (extra `ray`)")
     b.add_argument("--address", default=None, metavar="ADDR",
@@ -143,14 +164,16 @@ def build_parser(argv: list[str]) -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser(argv).parse_args(argv)
-        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check}[args.command](args)
+        with stop_requests():  # SIGTERM stops a run as Ctrl-C does
+            args = build_parser(argv).parse_args(argv)
+            command = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check}
+            return command[args.command](args)
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 2
-    except ProcessFailed as e:  # train() has written the result (status failed)
+    except (ProcessFailed, WriteFailed) as e:  # ProcessFailed: train() has written the result (failed)
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fastdqn: interrupted; finished results are kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the result of the run is written as interrupted
+        print(f"fastdqn: interrupted ({describe(e)}); finished results are kept", file=sys.stderr)
+        return exit_code(e)

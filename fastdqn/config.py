@@ -104,6 +104,8 @@ class RunSettings:
     fps_every: int = _f(1_000, "agent steps between FPS samples / scalar logs", min=1)
     threads: int = _f(0, "torch intra-op threads of the training process (0 = torch's default: one per "
                          "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)
+    stall_seconds: float = _f(120.0, "parallel: a play process that shows no sign of life for this long "
+                                     "(stopped, stuck in its env) ends the run as failed", min=1.0)
 
 
 GROUPS = {"hyperparams": Hyperparams, "flags": Flags, "run": RunSettings}
@@ -287,6 +289,9 @@ def validate(cfg: Config) -> None:
         raise UsageError(f"loop 'device' steps torch_pong on the device in one process: expected "
                          f"--env {TORCH_PONG} and no parallel, got env {hp.env!r}"
                          + (" with parallel" if f.parallel else ""))
+    if f.loop == "device" and f.pinned:  # flag site: pinned (nothing for it to act on there)
+        raise UsageError("pinned stages host-to-device copies; loop 'device' makes none (games, replay and "
+                         "actions stay on the device): drop pinned")
     if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):
         raise UsageError(f"env {TORCH_PONG} steps all its games in one tensor call and renders its own "
                          f"frames: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")

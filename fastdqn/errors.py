@@ -1,5 +1,5 @@
 """User-facing errors: one line on stderr, no traceback (see cli.main): exit code 2 for usage
-errors, 1 for a failed process of a parallel run."""
+errors, 1 for a failed process of a parallel run or a result that could not be written."""
 
 
 class UsageError(Exception):
@@ -7,4 +7,9 @@ class UsageError(Exception):
 
 
 class ProcessFailed(Exception):
-    """A process of a parallel run died or raised; the message names it (exit code 1)."""
+    """A process of a parallel run died, raised or stalled; the message names it (exit code 1)."""
+
+
+class WriteFailed(Exception):
+    """The result could not be written at the end; the message says where and gives the key
+    numbers, the only record left of the run (exit code 1)."""

@@ -249,24 +249,27 @@ class DeviceReplay:
                 self._stack_at(envs, g + m, pos + m))
 
     def sample_indices(self, batch_size: int, generator: torch.Generator):
-        """Uniform over stored transitions whose frames are all still in the ring, as FrameReplay:
-        candidates are drawn twice over and the first batch_size with a transition kept (in draw
-        order, so still uniform); one scalar check per call, another round only if too few."""
+        """Uniform over stored transitions whose frames are all still in the ring, as FrameReplay,
+        without a host sync: max(4 x batch_size, 64) candidates are drawn and the first batch_size
+        that hold a transition kept (in draw order, so still uniform). At least every other slot
+        in the range holds one (each episode has a transition for its one final-observation slot),
+        so fewer than batch_size hits has a chance below 2^-64 (batch 1) to 1e-9 (batch 32); then
+        the missing ones repeat the hits drawn."""
+        if self.added == 0:  # a host counter: no sync
+            raise ValueError("replay is empty")
         low = torch.clamp(self.written - self.ring + self.stack - 1, min=0)
         count = torch.clamp(self.written - 1 - low, min=0)
         bounds = torch.cumsum(count, 0)
         total = bounds[-1]
-        while True:
-            u = torch.rand(2 * batch_size, dtype=torch.float64, device=self.device, generator=generator)
-            flat = torch.minimum((u * total).long(), total - 1)
-            e = torch.searchsorted(bounds, flat, right=True)
-            g = low[e] + flat - (bounds[e] - count[e])
-            ok = self.has_transition[e, g % self.ring] & (total > 0)
-            first = torch.argsort((~ok).to(torch.int8), stable=True)[:batch_size]
-            if int(ok.sum()) >= batch_size:
-                return e[first], g[first]
-            if int(total) == 0:
-                raise ValueError("replay is empty")
+        u = torch.rand(max(4 * batch_size, 64), dtype=torch.float64, device=self.device, generator=generator)
+        flat = torch.minimum((u * total).long(), total - 1)
+        e = torch.searchsorted(bounds, flat, right=True)
+        g = low[e] + flat - (bounds[e] - count[e])
+        ok = self.has_transition[e, g % self.ring]
+        hits = torch.argsort((~ok).to(torch.int8), stable=True)  # the hits first, in draw order
+        want = torch.arange(batch_size, device=self.device)
+        first = hits[torch.remainder(want, ok.sum().clamp(min=1))]
+        return e[first], g[first]
 
     def sample(self, batch_size: int, generator: torch.Generator):
         return self.gather(*self.sample_indices(batch_size, generator))

@@ -6,8 +6,10 @@ import math
 import os
 import platform
 import re
+import secrets
 import subprocess
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -59,12 +61,71 @@ def hardware() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("(r)", "").replace("(tm)", "")).strip("-")
+
+
+def cuda_math() -> dict:
+    """The process's CUDA math settings (loops.common.run_engine decides them for training runs)."""
+    import torch
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic}
+
+
 def machine_id(hw: dict | None = None) -> str:
-    """A directory-safe name derived from the hardware, so results of machines never mix."""
+    """The results folder's key: a directory-safe name derived from the hardware (CPU model,
+    cores, GPU), so numbers of different hardware never mix. Machines of one kind share it: the
+    check gate's committed baselines are found by it on every CI machine of that kind."""
     hw = hw or hardware()
     parts = [hw["cpu"], f"{hw['cores']}c"] + ([hw["gpu"]] if hw.get("gpu") else [])
-    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower().replace("(r)", "").replace("(tm)", ""))
-    return slug.strip("-")
+    return _slug(" ".join(parts))
+
+
+MACHINE_ENV = "FASTDQN_MACHINE"  # overrides this machine's name (bench --machine sets it for its runs)
+MACHINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+
+def machine_file() -> Path:
+    """Where this machine's name is kept (as asv's machine file): outside any checkout, so every
+    clone on the machine shares it and a clone on another machine never sees it."""
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "fastdqn" / "machine.json"
+
+
+def check_machine_name(name: str, where: str) -> str:
+    if not MACHINE_NAME_RE.fullmatch(name):
+        raise UsageError(f"{where}: machine name {name!r}: expected lowercase letters, digits, '.', '_' "
+                         "or '-', starting with a letter or digit")
+    return name
+
+
+def machine_name() -> str:
+    """This machine's identity, recorded in every result: bench reuses only results of the same
+    name. $FASTDQN_MACHINE wins; else the name in machine_file(), made on first use from the
+    hostname, the hardware id and a random suffix (hosts of one image share hostname and
+    hardware, so those alone would name them all alike)."""
+    override = os.environ.get(MACHINE_ENV)
+    if override:
+        return check_machine_name(override, f"${MACHINE_ENV}")
+    path = machine_file()
+    try:
+        doc = json.loads(path.read_text())
+        return check_machine_name(doc["name"], f"machine file {path}")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"machine file {path}: unreadable ({type(e).__name__}: {e}); fix it or delete it "
+                         "to name this machine anew") from None
+    hw = hardware()
+    base = "-".join(p for p in (_slug(platform.node())[:40], machine_id(hw)) if p)
+    name = f"{base}-{secrets.token_hex(3)}"
+    try:
+        write_json_atomic(path, {"name": name, "hostname": platform.node(), "machine_id": machine_id(hw),
+                                 "hardware": hw, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    except OSError:
+        return base  # nowhere to keep a random name: the hostname and hardware alone, stable
+    return name
 
 
 def git_info() -> dict:
@@ -104,6 +165,14 @@ def _finite(x):
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def phase_clock(device: str | None) -> str:
+    """What the phase seconds measure: host time always; on CUDA kernels run asynchronously, so GPU
+    work is charged to the phase whose host call waits for it, not the phase that queued it."""
+    if device and device.startswith("cuda"):
+        return "host (CUDA: GPU work is charged to the phase that waits for it)"
+    return "host"
+
+
 def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict | None = None) -> dict:
     rewards = telemetry.rewards
     bound = rewards.bound
@@ -123,6 +192,7 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "git": git_info(),
         "versions": versions(),
         "hardware": hardware(),
+        "machine": machine_name(),
         "steps": int(telemetry.steps),
         "episodes": len(telemetry.curve),
         "updates": int(telemetry.updates),
@@ -137,7 +207,8 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
                              if telemetry.learn_start else None),
         "fps_series": telemetry.fps_series,
         "phase_profile": {"trainer": telemetry.profile.report(telemetry.timer.value()),
-                          "players": telemetry.player_profiles},
+                          "players": telemetry.player_profiles, "clock": phase_clock((extra or {}).get("device"))},
+        "cuda_math": cuda_math(),
         "wall_seconds": float(telemetry.timer.value()),
         "solved": solved,
         "last_mean100": rewards.mean100,

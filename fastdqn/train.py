@@ -1,16 +1,16 @@
-"""One training run: resolve the device, run the chosen loop, write the result JSON whatever
-happens (finished, budget, Ctrl-C, crash)."""
+"""One training run: resolve the device, check the outputs, run the chosen loop, write the result
+JSON whatever happens (finished, budget, Ctrl-C or SIGTERM, crash)."""
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
 import torch
 
 from .envs import frames_per_step
-from .errors import UsageError
+from .errors import UsageError, WriteFailed
 from .learner import check_flags
+from .lifecycle import check_writable_dir, describe, stops_held
 from .results import build_result, write_json_atomic
 from .telemetry import Telemetry
 
@@ -56,18 +56,47 @@ def resolve_paths(cfg) -> Path:
     return out
 
 
+def check_outputs(cfg) -> Path:
+    """Resolve the result path and TensorBoard dir and make sure both can be written, before
+    any env is made: a bad location is a usage error now, not a lost run later."""
+    out = resolve_paths(cfg)
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a directory: expected the result file's path")
+    check_writable_dir(out.parent, "--out folder")
+    check_writable_dir(Path(cfg.run.logdir), "--logdir")
+    return out
+
+
+def key_numbers(result: dict) -> str:
+    """The run in one line, for when its result file could not be written."""
+    fps, mean = result["fps"], result["last_mean100"]
+    return (f"{result['status']} ({result['stop_reason']}): {result['steps']} agent steps, "
+            f"{result['episodes']} episodes, {result['updates']} updates, "
+            f"FPS {'-' if fps is None else f'{fps:.1f}'}, "
+            f"last 100-episode mean {'-' if mean is None else f'{mean:.2f}'}, {result['wall_seconds']:.1f} s")
+
+
+def save(out: Path, result: dict) -> None:
+    """Write the result; where that fails, the error says where and carries the key numbers."""
+    try:
+        write_json_atomic(out, result)
+    except OSError as e:  # disk full, folder gone: the numbers go to the terminal instead
+        raise WriteFailed(f"could not write the result to {out} ({e.strerror or e}); {key_numbers(result)}") from None
+    print(f"result: {out} ({result['stop_reason']})", file=sys.stderr)
+
+
 def train(cfg) -> dict:
-    """Run and write the result; returns it. KeyboardInterrupt and crashes still write it
-    (status interrupted / failed) and are re-raised for the caller."""
+    """Run and write the result; returns it. A stop (KeyboardInterrupt: Ctrl-C, SIGTERM) and
+    crashes still write it (status interrupted / failed) and are re-raised for the caller."""
     device = resolve_device(cfg.run.device)
     check_device_flags(cfg.flags, device)
+    out = check_outputs(cfg)
     if cfg.flags.loop == "ptan":
         from .loops.ptan_reference import make_ptan_env
         make_ptan_env(cfg.hp).close()  # fail on a missing extra or wrong env before any run
-    out = resolve_paths(cfg)
     fps_mult = frames_per_step(cfg.hp)
     telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every)
-    status, error, sigint = "failed", None, None
+    status, error = "failed", None
     threads = torch.get_num_threads()
     try:
         if cfg.run.threads:
@@ -75,9 +104,8 @@ def train(cfg) -> dict:
         run_loop(cfg, device, telemetry)
         reason = telemetry.stop_reason
         status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
-    except KeyboardInterrupt:
-        status, telemetry.stop_reason = "interrupted", "interrupted (Ctrl-C)"
-        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the write
+    except KeyboardInterrupt as e:
+        status, telemetry.stop_reason = "interrupted", f"interrupted ({describe(e)})"
         raise
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
@@ -85,11 +113,9 @@ def train(cfg) -> dict:
         raise
     finally:
         torch.set_num_threads(threads)  # train() also runs inside tests and the check gate
-        telemetry.close()
-        result = build_result(cfg, telemetry, status, fps_mult,
-                              extra={"device": str(device), "error": error})
-        write_json_atomic(out, result)
-        print(f"result: {out} ({telemetry.stop_reason})", file=sys.stderr)
-        if sigint is not None:
-            signal.signal(signal.SIGINT, sigint)
+        with stops_held():  # a second stop request must not cut the record of the run short
+            telemetry.close()
+            result = build_result(cfg, telemetry, status, fps_mult,
+                                  extra={"device": str(device), "error": error})
+            save(out, result)
     return result

@@ -51,7 +51,15 @@ def test_device_loop_on_cuda_with_fast_learner(tmp_path):
     out = tmp_path / "r.json"
     assert main(["train", *SMALL_PONG, "--loop", "device", "--envs", "256", "--max-steps", "20000",
                  "--updates-per-step", "0.0625", "--batch-size", "64", "--adam", "fused", "--cuda-graph",
-                 "true", "--pinned", "true", "--device", "cuda", "--progress", "false", "--out", str(out)]) == 0
+                 "true", "--device", "cuda", "--progress", "false", "--out", str(out)]) == 0
     r = load_result(out)
     assert r["status"] == "budget" and r["device"].startswith("cuda")
     assert r["phase_profile"]["trainer"]["seconds"]["copy"] == 0.0
+
+
+def test_device_loop_rejects_pinned_in_one_line(tmp_path, capsys):
+    # pinned stages host-to-device copies; the device loop makes none, so the flag would do nothing
+    out = tmp_path / "r.json"
+    assert main(["train", *SMALL_PONG, "--loop", "device", "--pinned", "true", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastdqn: error: pinned") and not out.exists()

@@ -18,7 +18,7 @@ from fastdqn.bench.launchers import RAY_LOOPBACK_ENV, cpus_needed, finished_on, 
 from fastdqn.bench.matrix import load_matrix
 from fastdqn.cli import main
 from fastdqn.config import build_config
-from fastdqn.results import machine_id
+from fastdqn.results import machine_id, machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,11 +85,11 @@ def test_ray_launcher_runs_a_matrix_into_the_local_layout(tmp_path):
     section = report.split(f"## {machine} / tiny", 1)[1]
     assert "| baseline | 1 |" in section and "| slow_grads | 1 |" in section and "1.00x" in section
 
-    # resume: a worker on this machine skips both jobs
+    # resume: a worker on this machine (by name) skips both jobs
     m = load_matrix(matrix)
     for cell in m.cells:
-        assert finished_on(tmp_path / "results", m, cell, 5) == [machine]
-        assert run_task(cell, 5, [machine]) == {"machine": machine, "kept": True}
+        assert finished_on(tmp_path / "results", m, cell, 5) == [machine_name()]
+        assert run_task(cell, 5, [machine_name()]) == {"machine": machine, "kept": True}
 
 
 def test_ray_launcher_without_ray_is_a_one_line_error(tmp_path, monkeypatch, capsys):

@@ -101,6 +101,12 @@ def phase_table(cells: dict[str, list[dict]], order: list[str]) -> str:
     return "\n".join(lines)
 
 
+def clock_note(cells: dict[str, list[dict]]) -> str:
+    """Where a run used CUDA, the phases' host clock charges GPU work to the phase that waits."""
+    clocks = {r.get("phase_profile", {}).get("clock", "host") for rs in cells.values() for r in rs}
+    return "; host clock: on CUDA, GPU work is charged to the phase that waits for it" if clocks - {"host"} else ""
+
+
 def settings_line(results: list[dict]) -> str:
     cfg = results[0]["config"]
     hp, run = cfg["hyperparams"], cfg["run"]
@@ -126,15 +132,17 @@ def render_sections(root: Path, found: dict, plots: dict, link_base: Path, level
         order = cell_order(root / machine / matrix, cells)
         first = cells[order[0]][0]
         hw, ver = first["hardware"], first["versions"]
+        names = sorted({r["machine"] for rs in cells.values() for r in rs if r.get("machine")})
+        made_on = f" Run on {', '.join(names)}." if names else ""
         links = " ".join(f"[{p.stem}]({Path(os.path.relpath(p.resolve(), link_base.resolve())).as_posix()})"
                          for p in plots.get((machine, matrix), []))
         out += [f"{'#' * level} {machine} / {matrix}", "",
                 f"Machine: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}. "
                 f"torch {ver['torch']}, gymnasium {ver['gymnasium']}, ale-py {ver['ale_py']}, "
-                f"commit {(first['git']['commit'] or '?')[:10]}{' (dirty)' if first['git']['dirty'] else ''}.", "",
+                f"commit {(first['git']['commit'] or '?')[:10]}{' (dirty)' if first['git']['dirty'] else ''}.{made_on}", "",
                 f"Settings of `{order[0]}`: {settings_line(cells[order[0]])}.", "",
                 matrix_table(cells, order), "",
-                "Phase profile (share of the trainer's wall time, mean over seeds):", "",
+                "Phase profile (share of the trainer's wall time, mean over seeds" + clock_note(cells) + "):", "",
                 phase_table(cells, order), ""] + ([f"Plots: {links}", ""] if links else [])
     return "\n".join(out)
 

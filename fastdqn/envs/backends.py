@@ -54,9 +54,10 @@ from .vector import StepResult
 def _worker_env(hp, wrappers: str, parent_pid: int) -> gym.Env:
     """Runs in each AsyncVectorEnv subprocess (and once in the parent, for the spaces)."""
     if os.getpid() != parent_pid:  # a worker, not the parent's dummy env
-        # Ctrl-C goes to the whole process group: let the parent handle it and close the workers
-        # through their pipes, instead of every worker dying with a KeyboardInterrupt.
+        # Ctrl-C (and a supervisor's SIGTERM) goes to the whole process group: let the parent
+        # handle it and close the workers through their pipes, instead of every worker dying.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # One thread per worker: the workers are the parallelism. Forked workers inherit the
         # parent's imported torch but never call it, so no torch thread starts in them.
         import cv2

@@ -18,15 +18,21 @@ def seed_everything(seed: int) -> None:
 def run_engine(iteration, cfg, telemetry) -> None:
     """Run `iteration` on an ignite Engine with the run's telemetry until a stop rule ends it.
     Its data is an endless stream of None: the env drives the iterations, not a dataset."""
+    # CUDA math (recorded in the result, results.cuda_math): every loop runs fixed shapes (the act
+    # batch, the update batch), so cuDNN's autotuner pays once per shape; TF32 stays at torch's
+    # defaults (convolutions in TF32 through cuDNN, matmuls fp32: the fc layers are small)
+    torch.backends.cudnn.benchmark = True
     engine = Engine(iteration)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
 
 
-def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_device=None) -> float | None:
+def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_device=None,
+          read_loss: bool = True):
     """The updates `schedule` owes once `steps` agent steps are stored, then the target sync when
     it is due. Batches from a host replay go to the device through `to_device`; a device replay's
-    are there already (no copy phase). Returns the last loss, None when no update ran."""
+    are there already (no copy phase). Returns the last loss (read_loss=False: as a device tensor,
+    no host sync), None when no update ran."""
     n = schedule.due(steps)
     loss = None
     for _ in range(n):
@@ -41,4 +47,4 @@ def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_dev
         with profile("learn"):
             learner.sync_target()
     telemetry.updates += n
-    return None if loss is None else loss.item()
+    return None if loss is None else loss.item() if read_loss else loss.detach()

@@ -2,11 +2,13 @@
 device, so nothing in the hot path is copied between host and device (its `copy` phase stays 0).
 
 One iteration is one batched step of all N games (N agent steps), then the updates the schedule
-owes. What reaches the host per iteration: one flag (did a game end?), the returns of the games
-that ended, and the loss scalar for the progress bar.
+owes. What reaches the host: which games ended, their returns and lengths, and the loss, copied
+without blocking and read one iteration later (HostReadback), so the host queues the next
+iteration while the device still runs this one and no operation waits for the device.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from ignite.engine import Engine
 
@@ -18,6 +20,41 @@ from ..replay import DeviceReplay
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
 from .common import learn, run_engine, seed_everything
+
+
+class HostReadback:
+    """The host's view of a device step, one iteration late: push() queues a non-blocking copy of
+    the step's ended games (mask, returns, lengths) and the loss into one page-locked buffer and
+    records an event; pop() (the next iteration, after its work is queued) waits on that event,
+    i.e. for the previous iteration only, and reads the buffer. On the CPU the copy is a plain
+    one and the same code runs."""
+
+    def __init__(self, num_envs: int, device: torch.device):
+        self.n, self.cuda = num_envs, device.type == "cuda"
+        self.buf = torch.zeros(3 * num_envs + 1, dtype=torch.float64, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = self.has_loss = False
+
+    def push(self, step, loss: torch.Tensor | None) -> None:
+        last = loss.detach().reshape(1) if loss is not None else step.episode_returns[:1]
+        packed = torch.cat([step.done.double(), step.episode_returns.double(), step.episode_lengths.double(),
+                            last.double()])
+        self.buf.copy_(packed, non_blocking=self.cuda)
+        if self.cuda:
+            self.event.record()
+        self.pending, self.has_loss = True, loss is not None
+
+    def pop(self) -> tuple[list[tuple[int, float, int]], float | None]:
+        """(env index, return, length) of the games that ended in the pushed step, and its loss
+        (None if no update ran)."""
+        if not self.pending:
+            return [], None
+        if self.cuda:
+            self.event.synchronize()
+        a, n = self.buf.numpy(), self.n
+        episodes = [(int(i), float(a[n + i]), int(a[2 * n + i])) for i in np.flatnonzero(a[:n])]
+        self.pending = False
+        return episodes, float(a[3 * n]) if self.has_loss else None
 
 
 def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
@@ -36,6 +73,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
 
     obs = env.reset(seed=hp.seed)
     replay.start(None, obs)
+    readback = HostReadback(env.num_envs, device)
 
     def iteration(engine: Engine, _):
         nonlocal obs
@@ -49,11 +87,13 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
             replay.add(actions, step.rewards, step.terminated, step.next_obs)
             replay.start_where(step.done, step.obs)  # same-step autoreset: a new stream there
         obs = step.obs
-        with profile("env"):  # episode bookkeeping: the only device-to-host traffic of a step
-            episodes = step.ended_episodes() if bool(step.done.any()) else []
-        engine.state.steps = steps = steps + env.num_envs
+        loss = learn(steps + env.num_envs, schedule, replay, rng, learner, profile, telemetry, read_loss=False)
+        with profile("env"):  # the only device-to-host traffic: the step before's, read now
+            episodes, last_loss = readback.pop()
+            readback.push(step, loss)
+        telemetry.episodes_ended(engine, episodes)  # at state.steps of the step they ended in
+        engine.state.steps = steps + env.num_envs
         engine.state.epsilon = epsilon
-        telemetry.episodes_ended(engine, episodes)
-        return learn(steps, schedule, replay, rng, learner, profile, telemetry)
+        return last_loss
 
     run_engine(iteration, cfg, telemetry)

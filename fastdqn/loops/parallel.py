@@ -24,10 +24,13 @@ Design, in the order the code meets it:
   state_dict in shared memory and bumps a version; players load it before their next action when
   it changed (checked once per chunk). Their policy is that many steps stale at most, plus the
   chunks in flight.
-- Failure: any process that dies ends the run. The trainer checks the players' exit codes while it
-  waits for chunks and raises ProcessFailed naming the player; players exit as soon as the trainer
-  is gone (a watchdog thread on the parent's sentinel); players ignore SIGINT and are stopped by
-  the trainer through an Event; `finally` leaves no process behind.
+- Failure: any process that dies or stalls ends the run. The trainer checks the players' exit
+  codes and heartbeats while it waits for chunks and raises ProcessFailed naming the player; a
+  heartbeat is a shared counter each player bumps every round and every blocked put, so a full
+  queue (a trainer busy compiling) is not a stall, a stopped or stuck player is. Players exit as
+  soon as the trainer is gone (a watchdog thread on the parent's sentinel); they ignore SIGINT and
+  SIGTERM (a supervisor may signal the whole process group) and are stopped by the trainer through
+  an Event; `finally` leaves no process behind.
 """
 from __future__ import annotations
 
@@ -59,7 +62,10 @@ from .common import learn, run_engine, seed_everything
 CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
 QUEUE_CHUNKS = 4     # messages in flight per player before players block
 POLL_S = 0.2         # how often blocked waits look at stop requests and exit codes
-STOP_GRACE_S = 3.0   # players get this long to stop on request before they are terminated
+STOP_GRACE_S = 3.0   # players get this long to stop on request before they are killed
+START_GRACE_S = 120.0  # a player's first heartbeat may take this long (or stall_seconds if longer): it
+# imports torch and builds its envs and net first, tens of seconds on a busy small machine
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the trainer's to handle: it stops the players
 PLAYER_DEVICE = torch.device("cpu")
 
 
@@ -124,19 +130,24 @@ def _exit_with_trainer() -> None:
     os._exit(1)
 
 
-def _put(q, item, give_up) -> bool:
-    """Blocking put on the bounded queue that still notices give_up() every POLL_S."""
+def _put(q, item, give_up, beat=lambda: None) -> bool:
+    """Blocking put on the bounded queue that still notices give_up() and beats every POLL_S."""
     while True:
         try:
             q.put(item, timeout=POLL_S)
             return True
         except queue_lib.Full:
+            beat()  # waiting on a busy trainer is not a stall
             if give_up():
                 return False
 
 
-def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_players: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the trainer, which stops us
+def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_players: int, beats) -> None:
+    for sig in STOP_SIGNALS:  # Ctrl-C and SIGTERM are the trainer's, which stops us
+        signal.signal(sig, signal.SIG_IGN)
+
+    def beat():  # a sign of life for the trainer's stall check (Players._check_stalls)
+        beats[p] += 1
     threading.Thread(target=_exit_with_trainer, daemon=True).start()
     hp, flags = cfg.hp, cfg.flags
     profile, env = PhaseTimer(), None
@@ -160,6 +171,7 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
         chunk.reset(env_ids, obs)
         steps, start = 0, time.perf_counter()
         while not stop.is_set():
+            beat()
             if version.value != seen:  # the trainer published new weights
                 with version.get_lock():
                     net.load_state_dict(shared)
@@ -176,7 +188,7 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
             steps += int(result.has_transition.sum())
             if chunk.steps >= CHUNK_STEPS:
                 with profile("queue_wait"):
-                    _put(q, ("chunk", p, chunk.take(steps)), stop.is_set)
+                    _put(q, ("chunk", p, chunk.take(steps)), stop.is_set, beat)
             if crash_after and steps >= crash_after:
                 raise RuntimeError(f"test-only crash after {steps} agent steps (FASTDQN_TEST_PLAYER_CRASH)")
         deadline = time.monotonic() + 1.0  # the trainer drains the queue while it waits for us
@@ -207,18 +219,23 @@ class Players:
         self.stop = ctx.Event()
         self.queue = ctx.Queue(maxsize=QUEUE_CHUNKS * cfg.flags.players)
         self.inbox = queue_lib.Queue(maxsize=1)
+        self.beats = ctx.Array("Q", cfg.flags.players, lock=False)  # each player's heartbeat counter
         self.procs = [ctx.Process(target=_play, name=f"fastdqn-player-{p}",  # not daemonic: may own env processes
-                                  args=(p, cfg, spaces, shared, version, self.stop, self.queue, cfg.flags.players))
+                                  args=(p, cfg, spaces, shared, version, self.stop, self.queue, cfg.flags.players,
+                                        self.beats))
                       for p in range(cfg.flags.players)]
+        self.stall_s = cfg.run.stall_seconds
+        self._heard: list[tuple[int, float, float]] = []  # per player: beat, when it changed, allowed silence
         self.profiles: list[dict] = []
         self._closed = threading.Event()
 
     def start(self) -> None:
-        # SIGINT is blocked while the players start: they are born with it blocked (the mask
-        # survives exec), so a Ctrl-C while they import is not theirs, and they ignore it from
-        # their first line on; ours stays pending and arrives as soon as the mask is restored.
-        # (Ignoring it here instead would lose a Ctrl-C that lands during the start.)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # SIGINT and SIGTERM are blocked while the players start: they are born with them blocked
+        # (the mask survives exec), so a stop signal while they import is not theirs, and they
+        # ignore it from their first line on; ours stays pending and arrives as soon as the mask
+        # is restored. (Ignoring it here instead would lose a stop that lands during the start.)
+        self._heard = [(0, time.monotonic(), max(self.stall_s, START_GRACE_S))] * len(self.procs)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for proc in self.procs:
                 proc.start()
@@ -240,9 +257,10 @@ class Players:
                     pass
 
     def next_chunk(self) -> dict:
-        """The next chunk of any player; raises ProcessFailed when a player died or raised."""
+        """The next chunk of any player; raises ProcessFailed when a player died, raised or stalled."""
         while True:
             self._check()
+            self._check_stalls()
             try:
                 kind, p, payload = self.inbox.get(timeout=POLL_S)
             except queue_lib.Empty:
@@ -267,9 +285,19 @@ class Players:
         p, code = dead[0]
         raise ProcessFailed(f"player {p} died (exit code {code})")
 
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for p, (beat, since, allowed) in enumerate(self._heard):
+            if self.beats[p] != beat:
+                self._heard[p] = (self.beats[p], now, self.stall_s)
+            elif now - since > allowed:
+                self.procs[p].kill()  # it would not answer a stop request
+                raise ProcessFailed(f"player {p} (pid {self.procs[p].pid}) stalled: no sign of life for "
+                                    f"{now - since:.0f} s (stall_seconds {self.stall_s:g})")
+
     def close(self) -> None:
         """Stop every player: ask, wait STOP_GRACE_S while draining the queue (their last
-        messages, the phase profiles, must get through), then terminate, then kill."""
+        messages, the phase profiles, must get through), then kill (they ignore SIGTERM)."""
         self.stop.set()
         deadline = time.monotonic() + STOP_GRACE_S
         while any(proc.is_alive() for proc in self.procs) and time.monotonic() < deadline:
@@ -278,10 +306,7 @@ class Players:
         self._closed.set()
         for proc in self.procs:
             if proc.is_alive():
-                proc.terminate()
-                proc.join(1.0)
-            if proc.is_alive():
-                proc.kill()
+                proc.kill()  # also ends a stopped (SIGSTOP) player
             if proc.pid is not None:
                 proc.join()
 

@@ -1,0 +1,108 @@
+"""The edges of a fastdqn process: output folders checked before any work, and stop requests.
+
+SIGTERM (what job schedulers, containers, `timeout`, CI cancellation and Ray send) is handled as
+Ctrl-C is: the first SIGINT or SIGTERM raises StopRequested, a KeyboardInterrupt, so every
+Ctrl-C path (result written as interrupted, children stopped and reaped) serves both. Later
+ones are ignored: a stop in progress is bounded already, and a second signal (a process group
+gets the supervisor's and its parent's) must not cut its cleanup or the result write short.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+from .errors import UsageError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the stop signal this process got: libraries that catch StopRequested
+# in their own waits (ray.wait) raise a plain KeyboardInterrupt in its place
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop asked for by a signal; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signum(e: BaseException, default: int) -> int:
+    return getattr(e, "signum", None) or (_received[0] if _received else default)
+
+
+def stop_signal(e: BaseException) -> int:
+    """The signal to pass a stop on with: the one received, else SIGTERM (Ray's cancel, an exit)."""
+    return _signum(e, signal.SIGTERM)
+
+
+def describe(e: BaseException) -> str:
+    """How a KeyboardInterrupt came: "Ctrl-C" (SIGINT) or the signal's name."""
+    signum = _signum(e, signal.SIGINT)
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def exit_code(e: BaseException) -> int:
+    """128 + the signal number, the shell's convention for a process ended by that signal."""
+    return 128 + _signum(e, signal.SIGINT)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Inside, SIGINT and SIGTERM raise StopRequested once; the handlers before are restored on
+    exit (cli.main also runs inside tests). A signal the parent left ignored stays ignored: a
+    shell ignores SIGINT for background jobs."""
+    if not _main_thread():
+        yield
+        return
+    _received.clear()
+
+    def handler(signum, _frame):
+        if not _received:
+            _received.append(signum)
+            raise StopRequested(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, old in before.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            if old is not None:  # None: set outside Python, cannot be restored from here
+                signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def stops_held():
+    """Inside, SIGINT and SIGTERM are ignored: for what a stop must still finish (the result write)."""
+    if not _main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create `folder` and write a probe file in it: an output location that cannot take the
+    results fails now, as a usage error, not after the compute."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{what} {str(folder)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(f"{what} {str(folder)!r} cannot be written: {e.strerror or e}") from None
