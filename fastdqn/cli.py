@@ -135,7 +135,7 @@ def build_parser(argv: list[str]) -> Parser:
     b = sub.add_parser("bench", help="run a matrix of cells x seeds, one process each, resumable")
     b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
     b.add_argument("--results", default="results", help="results root (default: results)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--no-progress", action="store_true", help="no progress display")
     b.add_argument("--machine", default=None, metavar="NAME",
                    help="this machine's name for the runs: finished results are reused only when made "
                         "under the same name (default: $FASTDQN_MACHINE, else the name made on first use)")

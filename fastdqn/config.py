@@ -100,7 +100,9 @@ class RunSettings:
     out: str = _f("", "result JSON path (default: runs/<name>/result.json)")
     logdir: str = _f("", "TensorBoard log dir (default: beside the result)")
     name: str = _f("", "run name (default: preset-seed)")
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(True, "show the run's progress line (redrawn on a terminal, plain lines in a log)")
+    progress_every: float = _f(30.0, "seconds between progress lines when the output is not a terminal",
+                               min=0.1)
     fps_every: int = _f(1_000, "agent steps between FPS samples / scalar logs", min=1)
     threads: int = _f(0, "torch intra-op threads of the training process (0 = torch's default: one per "
                          "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)

@@ -1,4 +1,4 @@
-"""Run telemetry on ignite: episodes and stop rules, FPS, TensorBoard scalars, progress bar.
+"""Run telemetry on ignite: episodes and stop rules, FPS, TensorBoard scalars, the progress line.
 
 The loops own the hot path and set three things on the engine's state each iteration:
 ``state.steps`` (agent steps taken so far), ``state.epsilon`` and ``state.output`` (the loss, or
@@ -14,12 +14,13 @@ import math
 from collections import deque
 
 from ignite.engine import Engine, EventEnum, Events
-from ignite.handlers import ProgressBar, Timer
+from ignite.handlers import Timer
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from ignite.metrics import RunningAverage
 from ignite.metrics.metric import RunningBatchWise
 
 from .profile import PhaseTimer
+from .progress import RunProgress
 
 EMA_ALPHA = 0.98   # the book's smoothing of the episode reward
 MEAN_WINDOW = 100  # the headline stop rule: mean of the last 100 completed episodes
@@ -70,7 +71,7 @@ class RewardTracker:
 
 class Telemetry:
     def __init__(self, stop_reward: float, frames_per_step: int, max_steps: int = 0,
-                 max_seconds: float = 0.0, fps_every: int = 1000):
+                 max_seconds: float = 0.0, fps_every: int = 1000, replay_initial: int = 0):
         self.rewards = RewardTracker(stop_reward)
         self.frames_per_step = frames_per_step
         self.max_steps = max_steps
@@ -81,6 +82,9 @@ class Telemetry:
         self.fps_series: list[list] = []  # [step, wall seconds, FPS over the window]
         self.learn_start: tuple[int, float] | None = None  # (step, wall) of the first update
         self.steps = 0
+        self.epsilon: float | None = None
+        self.replay_initial = replay_initial
+        self.progress: RunProgress | None = None
         self.updates = 0
         self.samples_per_update = 0  # set by the loop: the SGD batch size
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
@@ -122,7 +126,8 @@ class Telemetry:
         return self.steps / dt if dt > 0 else None
 
     # --- ignite wiring -------------------------------------------------------------------
-    def attach(self, engine: Engine, logdir: str | None, progress: bool) -> None:
+    def attach(self, engine: Engine, logdir: str | None, progress: float) -> None:
+        """progress: 0 for none, else the seconds between progress lines in a log file."""
         # event_to_attr: ignite counts the events in state.episode (loggers require a counter)
         engine.register_events(*EpisodeEvents, event_to_attr={
             EpisodeEvents.EPISODE_COMPLETED: "episode", EpisodeEvents.BOUND_REWARD_REACHED: "bound_reached",
@@ -155,9 +160,9 @@ class Telemetry:
                            event_name=EpisodeEvents.TRAIN_SAMPLED)  # its own event: a second
             # filtered ITERATION_COMPLETED would see the sample already taken and never fire
         if progress:
-            pbar = ProgressBar(persist=True, bar_format=None, unit="it", mininterval=1.0)
-            pbar.attach(engine, metric_names=["avg_reward", "avg_fps"], output_transform=None,
-                        event_name=Events.ITERATION_COMPLETED(every=100))
+            # not ignite's ProgressBar: it counts iterations (a round of N envs is one), not agent
+            # steps, and draws carriage returns into log files
+            self.progress = RunProgress(self, self.replay_initial, log_every=progress)
 
     def _on_started(self, engine: Engine) -> None:
         self.stop_reason = "running"
@@ -166,13 +171,15 @@ class Telemetry:
         engine.state.metrics.update(avg_reward=math.nan, avg_fps=math.nan)  # shown before they exist
 
     def _on_iteration(self, engine: Engine) -> None:
-        self.steps = engine.state.steps
+        self.steps, self.epsilon = engine.state.steps, engine.state.epsilon
         # loops add their updates to self.updates and return a loss on iterations that learned
         if engine.state.output is not None and self.learn_start is None:
             self.learn_start = (self.steps, self.timer.value())
         if self.max_steps and self.steps >= self.max_steps:
             self.stop_reason = f"step budget: {self.max_steps} agent steps"
             engine.terminate()
+        if self.progress is not None:
+            self.progress.update()
 
     def _sample_due(self, engine: Engine, _event) -> bool:
         return engine.state.steps - self._last_sample[0] >= self.fps_every
@@ -196,5 +203,10 @@ class Telemetry:
             engine.terminate()
 
     def close(self) -> None:
+        if self.progress is not None:  # the final line, once; the stop reason says how it ended
+            reason = self.stop_reason
+            self.progress.close(next((s for s in ("solved", "interrupted", "failed", "budget") if s in reason),
+                                     "stopped"))
+            self.progress = None
         if self.tb is not None:
             self.tb.close()

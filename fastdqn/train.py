@@ -95,7 +95,8 @@ def train(cfg) -> dict:
         from .loops.ptan_reference import make_ptan_env
         make_ptan_env(cfg.hp).close()  # fail on a missing extra or wrong env before any run
     fps_mult = frames_per_step(cfg.hp)
-    telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every)
+    telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
+                          cfg.hp.replay_initial)
     status, error = "failed", None
     threads = torch.get_num_threads()
     try:

@@ -64,6 +64,7 @@ class LocalLauncher:
         self.machine = machine_id()  # the results folder
         self.name = machine_name()  # whose finished results are reused
         self.cell_cap = cell_cap  # bench --cell-cap: overrides every cell's own cap
+        self.watch = None  # watch(job, line): the running cell's progress, for bench's display
 
     def run(self, matrix: Matrix, results: Path, runs: Path, jobs: Jobs) -> Iterator[Outcome]:
         for cell, seed in jobs:
@@ -73,7 +74,8 @@ class LocalLauncher:
                 continue
             base = log_base(runs, self.machine, matrix, cell, seed)
             cap, start, before = cell_cap(cell, self.cell_cap), time.monotonic(), mtime(out)
-            rc = run_child(train_command(cell, seed, out, base), base.with_suffix(".log"), cap)
+            watch = (lambda line, job=f"{cell.name}/{seed}": self.watch(job, line)) if self.watch else None
+            rc = run_child(train_command(cell, seed, out, base), base.with_suffix(".log"), cap, watch)
             error = mark_capped(out, before, cell, seed, cap) if cap and time.monotonic() - start >= cap else None
             yield Outcome(cell, seed, self.machine, rc, base.with_suffix(".log"), error)
 

@@ -1,7 +1,8 @@
 """Run a matrix: every (cell, seed) in its own fresh `fastdqn train` process. A launcher
 (launchers.py) runs them: here one at a time, so cells never compete for cores or the GPU, or as
-Ray tasks. This driver feeds their outcomes to an ignite Engine (one iteration per run) for the
-progress bar with count and ETA, and writes the summary. Finished results are kept and skipped on
+Ray tasks. This driver feeds their outcomes to an ignite Engine (one iteration per run), shows
+the matrix's progress (runs done, ETA from the budgets, the running cell's own line from its log:
+progress.BenchProgress), and writes the summary. Finished results are kept and skipped on
 a re-run (resume); Ctrl-C or SIGTERM stops what runs (passed on to the running child, which writes
 its result as interrupted) and keeps every finished result. Each run has a wall-clock cap
 (cell_cap): past it the child is stopped and its result written as failed, and the matrix goes on.
@@ -23,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ignite.engine import Engine, Events
-from ignite.handlers import ProgressBar
 
 from ..config import all_fields, build_config, parse_value
 from ..errors import UsageError
 from ..lifecycle import check_writable_dir, stop_signal
+from ..progress import BenchProgress
 from ..results import load_result
 from .matrix import Cell, Matrix
 
@@ -41,6 +42,7 @@ SUMMARY_COLUMNS = ["cell", "seed", "preset", "status", "steps", "episodes", "upd
 CHILD_STOP_S = 30.0   # a child asked to stop gets this long to write its result before it is killed
 POLL_S = 0.5          # waits on a child stay interruptible: Ray's cancel raises no signal, only a flag
 CAP_MARGIN_S = 300.0  # beyond a cell's budget: start-up, a first compile past the time budget, the stop
+CHILD_PROGRESS_S = 5.0  # a running cell's progress line in its log this often, for bench's display
 CAP_MIN_FPS = 1.0     # a step budget's time at a pace no healthy cell is as slow as
 
 
@@ -75,34 +77,51 @@ def log_base(runs: Path, machine: str, matrix: Matrix, cell: Cell, seed: int) ->
 
 def train_command(cell: Cell, seed: int, out: Path, logdir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "fastdqn", "train", "--preset", cell.preset, "--seed", str(seed),
-           "--name", f"{cell.name}-{seed}", "--out", str(out), "--logdir", str(logdir), "--progress", "false"]
+           "--name", f"{cell.name}-{seed}", "--out", str(out), "--logdir", str(logdir),
+           "--progress", "true", "--progress-every", str(CHILD_PROGRESS_S)]  # its log: what bench shows
     for key, value in cell.settings.items():
         cmd += ["--" + key.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
     return cmd
 
 
-def run_child(cmd: list[str], log: Path, cap: float = 0.0) -> int:
+def run_child(cmd: list[str], log: Path, cap: float = 0.0, watch=None) -> int:
     """Run one cell, return its exit code. A stop of this process (Ctrl-C, SIGTERM, Ray's cancel)
     is passed on to the child and re-raised; at `cap` seconds (0: none) the child is stopped with
-    SIGTERM. Either way it writes its result (status interrupted) and nothing is left running."""
+    SIGTERM. Either way it writes its result (status interrupted) and nothing is left running.
+    watch(line): called while it runs with the newest progress line of its log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            return _wait(proc, cap)
+            return _wait(proc, cap, lambda: watch(last_progress_line(log)) if watch else None)
         except BaseException as e:
             stop_child(proc, stop_signal(e))
             raise
 
 
-def _wait(proc: subprocess.Popen, cap: float) -> int:
+def _wait(proc: subprocess.Popen, cap: float, poll=None) -> int:
     end = time.monotonic() + cap if cap else math.inf
     while True:
+        if poll:
+            poll()
         try:
             return proc.wait(timeout=max(0.0, min(POLL_S, end - time.monotonic())))
         except subprocess.TimeoutExpired:
             if time.monotonic() >= end:
                 return stop_child(proc, signal.SIGTERM)
+
+
+def last_progress_line(log: Path) -> str | None:
+    """The child's newest progress line (fastdqn/progress.py): a read of the log's tail, so
+    watching costs the child nothing."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(fh.seek(0, os.SEEK_END) - 4096, 0))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [s for s in tail.splitlines() if s.startswith("steps ")]
+    return lines[-1] if lines else None
 
 
 def stop_child(proc: subprocess.Popen, sig: int) -> int:
@@ -188,15 +207,18 @@ def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), p
 
     engine = Engine(note)
     log = lambda msg: print(msg, file=sys.stderr)
-    if progress:
-        pbar = ProgressBar(persist=True, desc=f"bench {matrix.name}")
-        pbar.attach(engine, output_transform=lambda _: {})
-        log = pbar.log_message  # prints above the bar
+    display = BenchProgress(matrix.name, jobs) if progress else None
+    if display is not None:
+        if hasattr(launcher, "watch"):  # the local launcher shows the running cell's own line
+            launcher.watch = display.watch
+        log = lambda msg: display.outcome(msg, ran=not msg.split(": ", 1)[1].startswith("kept"))
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: log(e.state.output))
     try:
         with contextlib.closing(outcomes):  # an exception here stops the launcher's runs too
             engine.run(outcomes, max_epochs=1, epoch_length=len(jobs))
     finally:  # also on a stop: the summary holds every finished cell
+        if display is not None:
+            display.close()
         for machine in dict.fromkeys([*machines, *getattr(launcher, "wrote", [])]):  # Ray: cancelled cells too
             write_summary(results / machine / matrix.name, matrix)
     for line in failed:

@@ -23,7 +23,7 @@ def run_engine(iteration, cfg, telemetry) -> None:
     # defaults (convolutions in TF32 through cuDNN, matmuls fp32: the fc layers are small)
     torch.backends.cudnn.benchmark = True
     engine = Engine(iteration)
-    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress)
+    telemetry.attach(engine, cfg.run.logdir, cfg.run.progress and cfg.run.progress_every)
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
 
 
