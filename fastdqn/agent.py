@@ -1,24 +1,17 @@
 """Exploration schedule and batched epsilon-greedy action selection."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 
+from .model import grad_context
 from .transfer import make_to_device
 
 
 def epsilon_at(step: int, start: float, final: float, decay_steps: int) -> float:
     """Linear decay from `start` to `final` over `decay_steps` agent steps, then constant."""
     return max(final, start - (start - final) * step / decay_steps)
-
-
-def grad_context(no_grad: bool):
-    """The `no_grad` flag: without it, forward passes build autograd graphs that are thrown
-    away (the chapter's "slow grads" script)."""
-    return torch.no_grad() if no_grad else contextlib.nullcontext()
 
 
 def q_values(net: nn.Module, obs: torch.Tensor, no_grad: bool) -> torch.Tensor:

@@ -61,7 +61,8 @@ class Hyperparams:
 
 @dataclass
 class Flags:
-    """Optimizations. Each acts in one code site: `grep -rn <name> fastdqn/` finds it."""
+    """Optimizations. Each acts where a `flag site: <name>` comment marks it (a flag that acts in
+    two places is marked at both; tests/test_architecture.py counts them)."""
     no_grad: bool = _f(True, "action selection and target net without autograd (off = slow_grads)")
     loop: str = _f("serial", "pipeline: fastdqn's own, the book's ptan reference, or the device-resident "
                              "one (env torch_pong, replay and action selection on the torch device: "
@@ -291,7 +292,7 @@ def validate(cfg: Config) -> None:
         raise UsageError(f"loop 'device' steps torch_pong on the device in one process: expected "
                          f"--env {TORCH_PONG} and no parallel, got env {hp.env!r}"
                          + (" with parallel" if f.parallel else ""))
-    if f.loop == "device" and f.pinned:  # flag site: pinned (nothing for it to act on there)
+    if f.loop == "device" and f.pinned:  # nothing for it to act on there
         raise UsageError("pinned stages host-to-device copies; loop 'device' makes none (games, replay and "
                          "actions stay on the device): drop pinned")
     if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):

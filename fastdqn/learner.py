@@ -4,9 +4,9 @@ Every path runs the same `loss.sgd_step` (Bellman loss, backward, Adam step); th
 change how it is executed, so each can be checked against the eager path (tests/test_learner.py)
 and timed on its own (benchmarks/learner_speed.py):
 
-- adam        default | foreach | fused: which Adam kernel (flag site: make_optimizer)
+- adam        default | foreach | fused: which Adam kernel (make_optimizer)
 - bf16        the forward passes of both nets under bf16 autocast; Q-values, Bellman target
-              and loss in fp32, weights, gradients and Adam state fp32 (flag site: Bf16Forward)
+              and loss in fp32, weights, gradients and Adam state fp32 (Bf16Forward)
 - compile     torch.compile of the whole step: forward+backward as one AOT graph, the Adam step
               as another (the "compiled optimizer" recipe; with adam=fused torch keeps its fused
               kernel out of compile, it is one kernel already); the first calls compile
@@ -34,17 +34,17 @@ def check_flags(flags, device) -> None:
 
 
 def make_optimizer(params, lr: float, adam: str, capturable: bool = False) -> torch.optim.Adam:
-    """flag site: adam. "default" leaves the choice to torch (foreach when all params are on
+    """"default" leaves the choice to torch (foreach when all params are on
     CUDA, the per-parameter loop on the CPU)."""
     kinds = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
     if adam not in kinds:
         raise ValueError(f"unknown adam {adam!r}: expected one of {', '.join(kinds)}")
     # capturable keeps Adam's step counters on the device, so a CUDA graph can replay the step
-    return torch.optim.Adam(params, lr=lr, capturable=capturable, **kinds[adam])
+    return torch.optim.Adam(params, lr=lr, capturable=capturable, **kinds[adam])  # flag site: adam
 
 
 class Bf16Forward(nn.Module):
-    """flag site: bf16. net(x) with its convolutions and matmuls in bf16, the Q-values back in
+    """net(x) with its convolutions and matmuls in bf16, the Q-values back in
     fp32, so the Bellman target and the loss stay fp32. No weight cast cache: each weight is
     used once per forward, and the cache must be off inside a CUDA graph capture."""
 
@@ -53,7 +53,7 @@ class Bf16Forward(nn.Module):
         self.net, self.device_type = net, device_type
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, cache_enabled=False):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, cache_enabled=False):  # flag site: bf16
             q = self.net(x)
         return q.float()
 
@@ -74,11 +74,11 @@ class Learner:
         else:
             self._net, self._tgt = self.net, self.tgt_net
         self.flags = flags
-        # flag site: compile. Dynamo breaks the graph at loss.backward(); the forward and its
+        # Dynamo breaks the graph at loss.backward(); the forward and its
         # backward become one compiled graph, opt.step() another (the part that helps on GPU:
         # one generated kernel instead of many small ones per parameter)
-        self._step = torch.compile(self._sgd_step) if flags.compile else self._sgd_step
-        self._graph: torch.cuda.CUDAGraph | None = None  # flag site: cuda_graph (captured on first update)
+        self._step = torch.compile(self._sgd_step) if flags.compile else self._sgd_step  # flag site: compile
+        self._graph: torch.cuda.CUDAGraph | None = None  # captured on the first update
         self._static_batch: list[torch.Tensor] = []
         self._static_loss: torch.Tensor | None = None
 
@@ -87,7 +87,7 @@ class Learner:
         return sgd_step(self._net, self._tgt, self.optimizer, batch, self.no_grad, self.kind, self.double)
 
     def update(self, batch) -> torch.Tensor:
-        if not self.flags.cuda_graph:
+        if not self.flags.cuda_graph:  # flag site: cuda_graph
             return self._step(*batch)
         if self._graph is None:
             self._capture(batch)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .agent import grad_context
+from .model import grad_context
 
 
 def dqn_loss(net: nn.Module, tgt_net: nn.Module, obs, actions, rewards, discounts, next_obs,

@@ -1,6 +1,8 @@
 """Q-networks: Nature-DQN for uint8 frame stacks, a small MLP for vector observations."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -47,3 +49,9 @@ def make_net(obs_shape: tuple[int, ...], n_actions: int, mlp_hidden: int = 128) 
     if len(obs_shape) == 1:
         return MLP(obs_shape[0], n_actions, mlp_hidden)
     raise ValueError(f"no network for observation shape {obs_shape}")
+
+
+def grad_context(no_grad: bool):
+    """The `no_grad` flag: without it, forward passes build autograd graphs that are thrown
+    away (the chapter's "slow grads" script)."""
+    return torch.no_grad() if no_grad else contextlib.nullcontext()

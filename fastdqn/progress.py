@@ -97,7 +97,7 @@ class RunProgress:
 
 class BenchProgress:
     """bench's display: the matrix (runs done / total, ETA from the budgets) and the running
-    cell's own progress line, read from its log (runner.last_progress_line). Outcome lines are
+    cell's own progress line, read from its log (bench/jobs.py: last_progress_line). Outcome lines are
     printed above it. On a terminal one line redrawn in place; in a log, plain lines: a cell's
     first line at once, then at most one every `log_every` seconds."""
 

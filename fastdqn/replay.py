@@ -32,7 +32,7 @@ def newest_frames(obs: np.ndarray, obs_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def n_step_walk(rewards, terminated, has_transition, envs, g, ring: int, n: int, powers, where):
-    """flag site: n_step. From slots g (each with a transition) of envs, walk up to n transitions
+    """From slots g (each with a transition) of envs, walk up to n transitions
     forward within the episode: (discounted return, discount of the bootstrap, transitions
     walked). numpy and torch alike: `where` is np.where or torch.where, `powers` gamma^0..n as
     float32 of the same kind. A walk stops after a terminated transition and before a slot
@@ -40,7 +40,7 @@ def n_step_walk(rewards, terminated, has_transition, envs, g, ring: int, n: int,
     slot = g % ring
     ret, term = rewards[envs, slot] * 1, terminated[envs, slot]
     m, alive = g * 0 + 1, ~term
-    for k in range(1, n):
+    for k in range(1, n):  # flag site: n_step
         s = (g + k) % ring
         alive = alive & has_transition[envs, s]
         ret = ret + where(alive, rewards[envs, s] * powers[k], 0 * powers[0])

@@ -15,7 +15,7 @@ class UpdateSchedule:
     def __init__(self, hp, rows_per_round: int):
         if hp.updates_per_step:  # flag site: updates_per_step
             self.batch_size, self.rate = hp.batch_size, hp.updates_per_step
-        else:  # flag site: envs (the book's batch_size x N per round of N steps)
+        else:  # the book's batch_size x N per round of N steps
             self.batch_size, self.rate = hp.batch_size * rows_per_round, 1.0 / rows_per_round
         self.first_step = hp.replay_initial  # the step that fills the replay to replay_initial
         self.done = 0

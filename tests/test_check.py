@@ -127,9 +127,10 @@ def test_bad_reference_is_a_usage_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_injected_slowdown_fails_the_gate(tmp_path):
     """The real measurement: the committed reference passes on a clean tree (CI runs that), and a
-    sleep in every fast-wrapper env step (the test-only switch) makes the gate exit 1, in the ratio
-    gate and, where this machine has a pytest-benchmark baseline, in the absolute rows too."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), check.SLOWDOWN_ENV: "0.003",
+    sleep in every fast-wrapper env step (tests/plugins/sitecustomize.py, in every process the
+    check starts) makes the gate exit 1, in the ratio gate and, where this machine has a
+    pytest-benchmark baseline, in the absolute rows too."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}:{ROOT}", "FASTDQN_SLOW_FAST_WRAPPERS": "0.003",
            "FASTDQN_BENCH_STEPS": "500"}  # shorter rounds: the slowed cells take 3 ms a step
     proc = subprocess.run([sys.executable, "-m", "fastdqn", "check", "--rounds", "2"], env=env,
                           capture_output=True, text=True, timeout=300)

@@ -21,9 +21,3 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^python3 dev\.py test\b", ci, re.M)
 
-
-def test_flag_sites_are_greppable():
-    src = "\n".join(p.read_text() for p in (ROOT / "fastdqn").rglob("*.py"))
-    for flag in ("no_grad", "loop", "envs", "backend", "wrappers", "parallel", "replay", "pinned",
-                 "compile", "cuda_graph", "adam", "bf16", "updates_per_step", "n_step", "double"):
-        assert f"flag site: {flag}" in src

@@ -10,7 +10,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 
 from fastdqn.config import Hyperparams
 from fastdqn.envs import make_env
-from fastdqn.envs.atari import FireReset
+from fastdqn.envs.ale_common import FireReset
 from fastdqn.envs.fast import FastAtariFrames, make_fast_env
 from helpers import hparams, play
 

@@ -17,7 +17,7 @@ import pytest
 from helpers import wait_for, alive
 
 from fastdqn.bench.matrix import Cell
-from fastdqn.bench.runner import CAP_MARGIN_S, capped_record, cell_cap
+from fastdqn.bench.jobs import CAP_MARGIN_S, capped_record, cell_cap
 from fastdqn.cli import main
 from fastdqn.results import validate_result
 

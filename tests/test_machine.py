@@ -12,7 +12,7 @@ import pytest
 import fastdqn.bench.launchers as launchers
 from fastdqn.bench.launchers import LocalLauncher
 from fastdqn.bench.matrix import load_matrix
-from fastdqn.bench.runner import result_path
+from fastdqn.bench.jobs import result_path
 from fastdqn.cli import main
 from fastdqn.errors import UsageError
 from fastdqn.results import MACHINE_ENV, _slug, machine_file, machine_id, machine_name

@@ -199,15 +199,16 @@ LONG = ["--env", "CartPole-v1", "--max-steps", "10000000", "--replay-initial", "
 
 @pytest.fixture
 def start_long_run(tmp_path):
-    """start_long_run(extra_env) -> (proc, result path, player pids, all child pids): a parallel
+    """start_long_run(env id) -> (proc, result path, player pids, all child pids): a parallel
     run with 2 players that would go on for hours, once both players are up. Whatever a failed
     test leaves running is killed at teardown."""
     started = []
 
-    def start(extra_env=None):
+    def start(env="CartPole-v1"):
         out = tmp_path / "r.json"
-        proc = subprocess.Popen([sys.executable, "-m", "fastdqn", "train", *LONG, "--out", str(out)],
-                                env={**ENV, **(extra_env or {})}, stderr=subprocess.PIPE, text=True,
+        proc = subprocess.Popen([sys.executable, "-m", "fastdqn", "train", *LONG, "--env", env, "--out", str(out)],
+                                env={**ENV, "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}:{ROOT}"},
+                                stderr=subprocess.PIPE, text=True,
                                 # a background shell (or CI) may hand down SIGINT ignored
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         started.append((proc, []))
@@ -286,7 +287,7 @@ def test_ctrl_c_stops_players_and_keeps_the_result(start_long_run):
 
 @pytest.mark.slow
 def test_player_exception_ends_the_run(start_long_run):
-    proc, out, players, everyone = start_long_run({"FASTDQN_TEST_PLAYER_CRASH": "1:500"})
+    proc, out, players, everyone = start_long_run(env="crashing_env:CrashingCartPole-v1")
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 1
     line = one_error_line(err)

@@ -14,7 +14,6 @@ saying so, where this machine has none. Exit 0 when all gates pass, 1 with a tab
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -45,10 +44,7 @@ ABSOLUTE = {
     "sequential-fast-4": "Pong agent steps/s, 4 envs in turn, fast wrappers (pytest-benchmark median)",
 }
 ABSOLUTE_SLOWDOWN = 2.5
-# Test-only switch: seconds of sleep added to every step of the fast wrappers in the gate's
-# measurements (the wrappers_fast ratio and the absolute session), to prove the gate fails on a
-# slowdown (tests/test_check.py).
-SLOWDOWN_ENV = "FASTDQN_CHECK_INJECT_SLOWDOWN"
+
 
 
 def _best_times(fns: dict, rounds: int) -> dict[str, float]:
@@ -82,27 +78,6 @@ def gate_act_no_grad(rounds: int) -> float:
     return _ratio({"slow": run(slow), "fast": run(fast)}, rounds)
 
 
-def _injected_delay() -> float:
-    return float(os.environ.get(SLOWDOWN_ENV, "0") or 0)
-
-
-class _SlowStep:
-    """Wraps an env; sleeps in every step (the test-only slowdown)."""
-
-    def __init__(self, env, delay: float):
-        self.env, self.delay = env, delay
-
-    def __getattr__(self, name):  # spaces, close, ...
-        return getattr(self.env, name)
-
-    def reset(self, **kw):
-        return self.env.reset(**kw)
-
-    def step(self, action):
-        time.sleep(self.delay)
-        return self.env.step(action)
-
-
 def _env_steps(env, steps: int, seed: int):
     actions = np.random.default_rng(seed).integers(0, 6, steps)
     env.reset(seed=seed)
@@ -120,9 +95,6 @@ def gate_wrappers_fast(rounds: int) -> float:
     from ..envs import make_env
     hp = Hyperparams()
     fast = make_env(hp, "fast")
-    delay = _injected_delay()
-    if delay:
-        fast = _SlowStep(fast, delay)
     return _ratio({"slow": _env_steps(make_env(hp), 300, 1), "fast": _env_steps(fast, 300, 1)}, rounds)
 
 
@@ -228,20 +200,10 @@ def measure(rounds: int) -> dict[str, float]:
     return {name: round(fn(rounds), 3) for name, (fn, _) in GATES.items()}
 
 
-def pytest_configure(config):
-    """Plugin hook of the absolute session (loaded there only with the test-only slowdown set):
-    the fast wrappers sleep in every step there too."""
-    from ..envs import vector
-    make_env, delay = vector.make_env, _injected_delay()
-    vector.make_env = lambda hp, wrappers="baseline": (
-        _SlowStep(make_env(hp, wrappers), delay) if wrappers == "fast" else make_env(hp, wrappers))
-
-
 def measure_absolute(json_path: Path) -> str | None:
     """The absolute session: the ABSOLUTE cells of BENCH_FILE under pytest-benchmark, in a process
     of its own. The text of its JSON (written to json_path), None when the session failed."""
-    plugin = ["-p", __name__] if _injected_delay() else []
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, f"--benchmark-json={json_path}",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--benchmark-json={json_path}",
            *[f"{BENCH_FILE}::test_env_steps_per_second[{cell}]" for cell in ABSOLUTE]]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0 or not json_path.exists():

@@ -9,7 +9,7 @@ runner.run_matrix drives them, and the results land in the same layout either wa
   files are not brought back); the driver validates the result and writes it under that id, so
   results of different machines never mix.
 
-Both run each job with its wall-clock cap (runner.cell_cap) and pass a stop on: the local child
+Both run each job with its wall-clock cap (jobs.cell_cap) and pass a stop on: the local child
 gets the signal this process got; a Ray task is cancelled, passes SIGTERM on to its child and
 sends the child's interrupted result back through a mailbox actor (a cancelled task's return
 value never reaches the driver).
@@ -34,8 +34,8 @@ from ..errors import UsageError
 from ..lifecycle import STOP_SIGNALS
 from ..results import load_result, machine_id, machine_name, validate_result, write_json_atomic
 from .matrix import Cell, Matrix
-from .runner import (CHILD_STOP_S, capped_record, cell_cap, finished, log_base, result_path, run_child,
-                     train_command)
+from .jobs import (CHILD_STOP_S, capped_record, cell_cap, finished, log_base, result_path, run_child,
+                   train_command)
 
 Jobs = list[tuple[Cell, int]]
 MACHINE_RE = re.compile(r"[a-z0-9][a-z0-9-]*")  # what results.machine_id() makes
@@ -85,7 +85,7 @@ def mtime(path: Path) -> int | None:
 
 
 def mark_capped(out: Path, before: int | None, cell: Cell, seed: int, cap: float) -> str | None:
-    """Rewrite the result of a run stopped at its cap as failed (runner.capped_record); `before`
+    """Rewrite the result of a run stopped at its cap as failed (jobs.capped_record); `before`
     is the file's mtime before the run, so that an older run's result is not taken for it.
     Returns the reason, None if the run had finished anyway."""
     result = None

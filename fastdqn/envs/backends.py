@@ -47,8 +47,9 @@ import gymnasium as gym
 import numpy as np
 
 from ..errors import UsageError
-from .atari import is_atari, make_env
-from .vector import StepResult
+from .ale_common import is_atari
+from .atari import make_env
+from .contract import StepResult
 
 
 def _worker_env(hp, wrappers: str, parent_pid: int) -> gym.Env:

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RecordEpisodeStatistics
 
-from .atari import FireReset, is_atari
+from .ale_common import FireReset, is_atari
 
 SIZE = 84
 

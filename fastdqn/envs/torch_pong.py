@@ -69,7 +69,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .vector import StepResult
+from .contract import StepResult
 
 # Geometry in sub-pixel units: F per pixel of the 84x84 court.
 F = 16

@@ -16,25 +16,11 @@ must do with it, so that no stored transition crosses an episode boundary:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..config import TORCH_PONG
 from .atari import make_env
-
-
-@dataclass
-class StepResult:
-    env_ids: np.ndarray         # (B,) int64: which envs these rows are
-    obs: np.ndarray             # (B, ...) observations to act on next
-    next_obs: np.ndarray        # (B, ...) s' of each transition row (final obs where done)
-    rewards: np.ndarray         # (B,) float32, clipped as the wrappers clip
-    terminated: np.ndarray      # (B,) bool: no bootstrap
-    truncated: np.ndarray       # (B,) bool: time limit; bootstraps
-    has_transition: np.ndarray  # (B,) bool: see the module docstring
-    reset: np.ndarray           # (B,) bool: obs starts an episode
-    episodes: list              # [(env_id, raw return, length in agent steps)] ended in this result
+from .contract import StepResult
 
 
 class SequentialVecEnv:
@@ -83,13 +69,14 @@ class SequentialVecEnv:
 def make_vec_env(hp, flags):
     """`flags.envs` copies of the env on `flags.backend` with `flags.wrappers`; torch_pong's
     games all step in one tensor call (here on the CPU: the device loop runs it on the device)."""
+    copies = flags.envs  # flag site: envs
     if hp.env == TORCH_PONG:
         from .torch_pong import TorchPongVecEnv
-        return TorchPongVecEnv(hp, flags.envs, device="cpu")
+        return TorchPongVecEnv(hp, copies, device="cpu")
     if flags.backend == "sequential":  # flag site: backend
-        return SequentialVecEnv(hp, flags.envs, flags.wrappers)
+        return SequentialVecEnv(hp, copies, flags.wrappers)
     from . import backends
     if flags.backend == "gym_async":
-        return backends.GymAsyncVecEnv(hp, flags.envs, flags.wrappers)
-    return backends.AleVecEnv(hp, flags.envs, batch=flags.async_batch or flags.envs // 2
-                              if flags.backend == "ale_async" else flags.envs)
+        return backends.GymAsyncVecEnv(hp, copies, flags.wrappers)
+    batch = flags.async_batch or copies // 2  # flag site: async_batch
+    return backends.AleVecEnv(hp, copies, batch=batch if flags.backend == "ale_async" else copies)

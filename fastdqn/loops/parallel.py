@@ -151,9 +151,6 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
     threading.Thread(target=_exit_with_trainer, daemon=True).start()
     hp, flags = cfg.hp, cfg.flags
     profile, env = PhaseTimer(), None
-    # test-only hook (tests/test_parallel.py): "P:N" makes player P raise after N agent steps
-    crash = os.environ.get("FASTDQN_TEST_PLAYER_CRASH", "")
-    crash_after = int(crash.split(":")[1]) if crash.split(":")[0] == str(p) else 0
     try:
         torch.set_num_threads(1)  # the cores belong to the envs, the other players and the trainer
         seed = hp.seed + 1000 * p
@@ -189,8 +186,6 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
             if chunk.steps >= CHUNK_STEPS:
                 with profile("queue_wait"):
                     _put(q, ("chunk", p, chunk.take(steps)), stop.is_set, beat)
-            if crash_after and steps >= crash_after:
-                raise RuntimeError(f"test-only crash after {steps} agent steps (FASTDQN_TEST_PLAYER_CRASH)")
         deadline = time.monotonic() + 1.0  # the trainer drains the queue while it waits for us
         _put(q, ("profile", p, {"player": p, "steps": steps, **profile.report(time.perf_counter() - start)}),
              lambda: time.monotonic() > deadline)
@@ -223,7 +218,7 @@ class Players:
         self.procs = [ctx.Process(target=_play, name=f"fastdqn-player-{p}",  # not daemonic: may own env processes
                                   args=(p, cfg, spaces, shared, version, self.stop, self.queue, cfg.flags.players,
                                         self.beats))
-                      for p in range(cfg.flags.players)]
+                      for p in range(cfg.flags.players)]  # flag site: players
         self.stall_s = cfg.run.stall_seconds
         self._heard: list[tuple[int, float, float]] = []  # per player: beat, when it changed, allowed silence
         self.profiles: list[dict] = []
@@ -372,7 +367,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
                                           hp.epsilon_final, hp.epsilon_steps)
         telemetry.episodes_ended(engine, chunk["episodes"])
         loss = learn(steps, schedule, replay, rng, learner, profile, telemetry, to_device)
-        if steps - last_publish >= flags.weight_sync_steps:
+        if steps - last_publish >= flags.weight_sync_steps:  # flag site: weight_sync_steps
             with profile("copy"):
                 publish_weights()
             last_publish = steps
