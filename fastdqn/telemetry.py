@@ -10,7 +10,6 @@ Emulator frames per second = FPS x frames per agent step (4 for Atari with frame
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from ignite.engine import Engine, EventEnum, Events
@@ -168,7 +167,6 @@ class Telemetry:
         self.stop_reason = "running"
         engine.state.steps = 0
         engine.state.epsilon = 1.0
-        engine.state.metrics.update(avg_reward=math.nan, avg_fps=math.nan)  # shown before they exist
 
     def _on_iteration(self, engine: Engine) -> None:
         self.steps, self.epsilon = engine.state.steps, engine.state.epsilon
@@ -194,7 +192,6 @@ class Telemetry:
                    "avg_loss": engine.state.metrics.get("avg_loss"), "avg_fps": self.fps()}
         scalars.update({f"profile_{p}": v for p, v in self.profile.shares(wall).items()})
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
-        engine.state.metrics["avg_fps"] = self._train_scalars.get("avg_fps", math.nan)
         engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)
 
     def _check_time(self, engine: Engine) -> None:

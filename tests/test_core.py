@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from fastdqn.agent import EpsilonGreedy, epsilon_at
 from fastdqn.cli import main
@@ -17,6 +16,7 @@ from fastdqn.errors import UsageError
 from fastdqn.loss import discounts_of, dqn_loss, make_target
 from fastdqn.results import SCHEMA_VERSION, load_result, write_json_atomic
 from fastdqn.telemetry import RewardTracker
+from helpers import linear
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,18 +31,10 @@ def one_torch_thread():
 
 # --- the loss ---------------------------------------------------------------------------
 
-def _linear(weight, bias) -> nn.Linear:
-    lin = nn.Linear(2, 2)
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        lin.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return lin
-
-
 def _nets():
     # Q(s) = W s + b
-    net = _linear([[1.0, 2.0], [0.0, -1.0]], [0.5, 0.0])
-    tgt = _linear([[2.0, 0.0], [1.0, 1.0]], [0.0, -1.0])
+    net = linear([[1.0, 2.0], [0.0, -1.0]], [0.5, 0.0])
+    tgt = linear([[2.0, 0.0], [1.0, 1.0]], [0.0, -1.0])
     return net, tgt
 
 

@@ -12,6 +12,7 @@ from fastdqn.loss import discounts_of, dqn_loss
 from fastdqn.model import make_net
 from fastdqn.replay import DeviceReplay, FrameReplay
 
+from helpers import linear
 from test_replay import CASES, FakeVecEnv, NaiveReplay, feed
 
 CPU = torch.device("cpu")
@@ -150,28 +151,17 @@ def test_defaults_give_the_books_loss_exactly():
     np.testing.assert_array_equal(nxt, np.stack([w["next_obs"] for w in want]))
 
 
-def _linear(weight, bias) -> nn.Linear:
-    lin = nn.Linear(2, 2)
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor(weight, dtype=torch.float32))
-        lin.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return lin
-
-
 @pytest.mark.parametrize("no_grad", [True, False])
 def test_double_dqn_target_by_hand(no_grad):
     # Q(s) = W s + b; online picks a' = argmax Q(s'), the target net values it
-    net = _linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
-    tgt = _linear([[2.0, 0.0], [0.0, 3.0]], [0.0, 0.0])
+    net = linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    tgt = linear([[2.0, 0.0], [0.0, 3.0]], [0.0, 0.0])
     obs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     actions = torch.tensor([0, 1])
     rewards = torch.tensor([1.0, 0.0])
     discounts = torch.tensor([0.5, 0.5])
-    next_obs = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
-    # online Q(s') = [2, 1] -> a' 0; [1, 2] -> a' 1.  target Q(s') = [4, 3], [2, 6]
-    # double: y = 1 + .5 * 4 = 3, 0 + .5 * 6 = 3;  max:  y = 1 + .5 * 4 = 3, 0 + .5 * 6 = 3 (same here)
-    # make them differ: online prefers the target's smaller value in row 0
-    next_obs = torch.tensor([[2.0, 1.5], [1.0, 2.0]])   # online [2, 1.5] -> 0; target [4, 4.5] -> max 4.5
+    # online Q(s') = [2, 1.5] -> a' 0 (target [4, 4.5]: max 4.5); [1, 2] -> a' 1 (target [2, 6])
+    next_obs = torch.tensor([[2.0, 1.5], [1.0, 2.0]])
     q = torch.tensor([1.0, 1.0])                        # Q(s, a): [1, 0][0] = 1, [0, 1][1] = 1
     y_double = torch.tensor([1 + 0.5 * 4.0, 0 + 0.5 * 6.0])
     y_max = torch.tensor([1 + 0.5 * 4.5, 0 + 0.5 * 6.0])
