@@ -29,7 +29,6 @@ class RunProgress:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = 1.0 if self.tty else log_every
-        self.best: float | None = None
         self._next = 0.0      # monotonic time of the next draw
         self._width = 0       # length of the line on screen (terminal)
         self.lines = 0        # lines written (a log file's count)
@@ -47,9 +46,7 @@ class RunProgress:
             parts.append(f"FPS {fps:,.1f}")
         mean = t.rewards.mean100
         if mean is not None:
-            self.best = mean if self.best is None else max(self.best, mean)
-            n = len(t.rewards.window)
-            parts.append(f"reward {mean:.1f} ({n} ep, best {self.best:.1f})")
+            parts.append(f"reward {mean:.1f} ({len(t.rewards.window)} ep, best {t.rewards.best_mean:.1f})")
         parts.append(f"episodes {len(t.curve):,}")
         if t.epsilon is not None:
             parts.append(f"eps {t.epsilon:.2f}")
@@ -115,7 +112,7 @@ class BenchProgress:
     def eta(self) -> float | None:
         """The running cell's own ETA (or what its time budget leaves), plus the cells after it
         at their time budgets; a cell without one at the mean time of the cells run so far."""
-        later = [j for j in list(self.budgets)[self.done + (self.job is not None):]]
+        later = list(self.budgets)[self.done + (self.job is not None):]
         mean = sum(self.durations) / len(self.durations) if self.durations else None
         total = 0.0
         for j in later:

@@ -51,6 +51,7 @@ class RewardTracker:
         self.bound = bound
         self.window: deque[float] = deque(maxlen=MEAN_WINDOW)
         self.ema: float | None = None
+        self.best_mean: float | None = None  # the best mean100 so far (over fewer while fewer ended)
         self.solved_mean100: dict | None = None
         self.solved_ema: dict | None = None
 
@@ -61,6 +62,7 @@ class RewardTracker:
     def add(self, reward: float, step: int, wall: float, episode: int) -> None:
         self.window.append(reward)
         self.ema = reward if self.ema is None else self.ema * EMA_ALPHA + reward * (1 - EMA_ALPHA)
+        self.best_mean = self.mean100 if self.best_mean is None else max(self.best_mean, self.mean100)
         at = {"seconds": wall, "steps": step, "episodes": episode}
         if self.solved_mean100 is None and len(self.window) == MEAN_WINDOW and self.mean100 >= self.bound:
             self.solved_mean100 = at
