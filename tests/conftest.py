@@ -25,8 +25,8 @@ def run_train(tmp_path):
 @pytest.fixture
 def one_torch_thread():
     """Runs torch on one intra-op thread for the test, then restores the count. On a shared 2-core
-    machine the spin-waits of 2 threads made training runs 4-15x slower (Pong, 500 steps: 90 s
-    instead of 22 s; CartPole, 8k steps: 212 s instead of 14 s)."""
+    machine the spin-waits of 2 threads made training runs several times slower (measurements:
+    results/amd-epyc-2c/torch_threads.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

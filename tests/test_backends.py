@@ -311,8 +311,8 @@ def test_ale_backends_reject_non_atari_envs(backend):
 
 @pytest.fixture
 def one_torch_thread():
-    """On a loaded 2-core machine torch's 2 OpenMP threads wait on each other: a batch-4 forward
-    pass of the Pong net takes ~130 ms instead of ~1.3 ms with one thread (measured)."""
+    """On a loaded 2-core machine torch's 2 OpenMP threads wait on each other and a small forward
+    pass gets far slower (measurements: results/amd-epyc-2c/torch_threads.md)."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -21,8 +21,8 @@ from helpers import linear
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """Two shared cores: OpenMP threads spinning against other processes make a tiny MLP
-    100x slower. One thread is what these sizes need."""
+    """Two shared cores: OpenMP threads spinning against other processes make a tiny MLP far
+    slower (results/amd-epyc-2c/torch_threads.md). One thread is what these sizes need."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -168,7 +168,8 @@ def _steps_per_second_ratio(n: int = 400, rounds: int = 5) -> float:
 
 
 def test_fast_wrappers_are_faster_than_the_baseline():
-    # measured ~0.55-0.6 on a loaded 2-core machine (emulation itself is ~0.5 of the baseline step)
+    # emulation itself is about half the baseline step (measured ratio:
+    # results/amd-epyc-2c/env_step_costs.md)
     ratio = _steps_per_second_ratio()
     if ratio >= 0.85:  # one retry: another process may have taken the CPU during one of the runs
         ratio = min(ratio, _steps_per_second_ratio())

@@ -216,7 +216,7 @@ def first_returns(env: TorchPong, policy, max_steps: int) -> torch.Tensor:
 
 
 def test_random_play_loses_and_tracking_the_ball_wins():
-    """Short games (2 points) of the full-length balance in the module docstring."""
+    """Short games (2 points) of the full-length balance in results/amd-epyc-2c/torch_pong_balance.md."""
     random_returns = first_returns(game(32, points=2), None, 400)
     tracking_returns = first_returns(game(32, points=2), scripted, 2000)
     assert random_returns.mean() <= -1.7, random_returns

@@ -6,15 +6,12 @@ black court (`pong_background 0`); the rules, the opponent and the physics are t
 The run is the GPU fast path's pipeline on the CPU: the device loop (env, replay and
 epsilon-greedy all torch), 16 games, one torch thread.
 
-Why these settings: results/amd-epyc-2c/torch_pong_learning.md has every run that led here. In
-short: on ALE's gray court nothing rose within 50k updates (a supervised probe finds the ball
-against the paddle only on a black court within 2.5k steps); updates bound the run (~5.8 ms each
-with acting and the env), so one update of 32 per 2 agent steps and lr 5e-4; a target sync every
-2,000 agent steps (1,000 updates) made the takeoff reliable where 1,000 left seeds 1 and 2 flat.
-With these settings the 100-episode mean first reached -3.29 (random + 1.5) at 79,936 / 74,992 /
-93,184 agent steps for seeds 1 / 2 / 3 (240-290 s) and was still rising (-2.6 / -2.1 / -2.4 at
-~100k): the budget of 150k steps leaves 1.6x over the slowest seed. The device loop on the CPU is
-reproducible for a seed, so CI runs seed 1: about 4 minutes.
+Why these settings, in short: on ALE's gray court nothing rose (a supervised probe finds the ball
+against the paddle only on a black court); updates bound the run, so one update of 32 per 2 agent
+steps and lr 5e-4; a target sync every 2,000 agent steps (1,000 updates) made the takeoff reliable
+where 1,000 left seeds 1 and 2 flat. The budget of 150k steps leaves a margin over the slowest
+seed. The device loop on the CPU is reproducible for a seed, so CI runs seed 1.
+Every run that led here, with the steps and times: results/amd-epyc-2c/torch_pong_learning.md.
 """
 from __future__ import annotations
 

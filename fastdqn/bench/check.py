@@ -32,12 +32,11 @@ REFERENCE = ROOT / "benchmarks" / "check_reference.json"
 BASELINES = ROOT / "results"  # <machine-id>/BASELINE_NAME: that machine's pytest-benchmark JSON
 BASELINE_NAME = "check_benchmark.json"
 BENCH_FILE = ROOT / "benchmarks" / "test_env_speed.py"
-# cells of BENCH_FILE timed by the absolute gates (about 12 s on the 2-core machine); each steps
-# its envs in one process. Cells with threads or processes on both cores (ale_sync x4) measured
-# 1.75x and 2.7x below their recorded speed while neighbours loaded this shared machine (load
-# average ~3) and one-process cells moved 1%; even one process time-sharing a core runs ~2x slower.
-# So an absolute row fails only when more than 2.5x slower than the baseline; the ratio gates are
-# the ones that catch smaller regressions.
+# cells of BENCH_FILE timed by the absolute gates; each steps its envs in one process (cells on
+# both cores swing far more with a neighbour's load). A loaded shared machine still slows even one
+# process time-sharing a core, so an absolute row fails only when more than 2.5x slower than the
+# baseline; the ratio gates are the ones that catch smaller regressions. Load measurements:
+# results/amd-epyc-2c/check_gates.md.
 ABSOLUTE = {
     "sequential-baseline-1": "Pong agent steps/s, 1 env, baseline wrappers (pytest-benchmark median)",
     "sequential-fast-1": "Pong agent steps/s, 1 env, fast wrappers (pytest-benchmark median)",
@@ -100,9 +99,9 @@ def gate_wrappers_fast(rounds: int) -> float:
 
 def gate_vector_ale(rounds: int) -> float:
     """Agent steps/s on Pong: ale-py's C++ vector env (4 envs, sync, one thread) vs one baseline
-    env. One thread: with a thread per core the ratio measured what the second core had free
-    (1.30 to 2.32 on the quiet 2-core machine); on one thread it measures the C++ step and
-    preprocessing plus our AleVecEnv bookkeeping against the Python wrappers (1.10 to 1.33)."""
+    env. One thread: with a thread per core the ratio measured what the second core had free; on
+    one thread it measures the C++ step and preprocessing plus our AleVecEnv bookkeeping against
+    the Python wrappers (ranges measured: results/amd-epyc-2c/check_gates.md)."""
     from ..envs import make_env
     from ..envs.backends import AleVecEnv
     hp = Hyperparams()

@@ -8,8 +8,8 @@ and no sticky actions (repeat_action_probability = 0). The frame stack has the b
 semantics, which the replay relies on: at reset every slot holds the reset frame
 (FrameStackObservation padding="reset"), and each step shifts the stack by one frame.
 
-What differs from the baseline, and why it is cheaper (per-step costs measured with timeit on a
-loaded 2-core CPU machine; emulating 4 frames alone costs ~320 us; baseline step ~620 us):
+What differs from the baseline, and why it is cheaper (per-step costs of each item:
+results/amd-epyc-2c/env_step_costs.md):
 
 (a) No max over the last two frames: the action is repeated hp.frame_skip times inside ALE
     (gym.make(frameskip=hp.frame_skip)) and only the last frame is observed. Pong's sprites do
@@ -18,14 +18,14 @@ loaded 2-core CPU machine; emulating 4 frames alone costs ~320 us; baseline step
     Pong's first observation does not depend on the seed.
 (c) Cheaper grayscale: ALE renders the grayscale screen directly (obs_type="grayscale"), once per
     agent step. The baseline env renders an RGB screen on every emulator frame (obs_type "rgb",
-    frameskip=1: ~32 us each, thrown away) and AtariPreprocessing then asks ALE for grayscale
-    again. One Python env.step per agent step instead of hp.frame_skip of them through the
-    gym.make wrapper chain also saves ~30 us per frame.
-(d) Cheaper resize: cv2.resize INTER_NEAREST (~6 us) instead of INTER_AREA (~75 us) for
-    210x160 -> 84x84 (INTER_LINEAR ~13 us; numpy index-array nearest ~26 us, take/take ~6 us).
+    frameskip=1, thrown away) and AtariPreprocessing then asks ALE for grayscale again. One
+    Python env.step per agent step instead of hp.frame_skip of them through the gym.make wrapper
+    chain also saves the wrappers' Python overhead on every frame.
+(d) Cheaper resize: cv2.resize INTER_NEAREST instead of INTER_AREA for 210x160 -> 84x84 (as cheap
+    as any resize timed).
 (e) A preallocated, np.roll-free frame stack: a "double-write" ring of 2 x stack frames holds
-    every frame twice, so the current stack is always one contiguous slice, copied once per step
-    (~3 us) instead of FrameStackObservation's deque + concatenate (~9 us per step as a wrapper).
+    every frame twice, so the current stack is always one contiguous slice, copied once per step,
+    instead of FrameStackObservation's deque + concatenate.
     Resize, stack and reward clipping are one wrapper, one Python call per step.
 """
 from __future__ import annotations

@@ -48,18 +48,10 @@ same games on any device, bit for bit, CPU and CUDA alike. Frames are rendered a
 by scaling the court coordinates (rounded, every object at least one pixel), so `size` < 84
 renders the same game smaller.
 
-Balance (256 games from seed 0, first episode of each; mean return, mean length in agent steps):
-
-    policy                                          points=21        points=5
-    uniformly random actions                        -20.11 (624)     -4.79 (151)
-    scripted: paddle center towards the ball's      +20.96 (3810)    +4.99 (888)
-      height one step ahead, 3-px dead band
-    the same, towards the ball's current height     +9.06 (2103)     -        (64 games)
-
-ALE's random Pong scores about -20.7: random play here wins about 1 point in 25 (4%), when an
-accidental hit is steep. Tracking the ball wins almost every point (the opponent misses the
-sped-up and steep returns), so a return of 17 is within a learner's reach. The constants were
-tuned for these numbers; tests/test_torch_pong.py checks a short version (2-point games).
+Balance: the constants are tuned so that random play loses almost every point and tracking the
+ball wins almost every point (the opponent misses the sped-up and steep returns), so a return of
+17 is within a learner's reach; tests/test_torch_pong.py checks a short version (2-point games).
+Balance measurements: results/amd-epyc-2c/torch_pong_balance.md.
 """
 from __future__ import annotations
 
@@ -309,7 +301,7 @@ class TorchPong:
         truncated = (s.frames >= self.max_episode_frames) & ~terminated
         done = terminated | truncated
         # next_obs in rows 0..N-1 of a buffer whose row N is the reset obs; obs gathers row N where
-        # done (a row gather is ~3x faster than a torch.where over the pixels on CPU)
+        # done (a row gather is faster than a torch.where over the pixels on CPU)
         buffer = torch.empty((self.num_envs + 1,) + self.obs.shape[1:], dtype=torch.uint8, device=self.device)
         buffer[-1] = self._reset_obs[0]
         next_obs = torch.cat([self.obs[:, 1:], self.render(s)[:, None]], 1, out=buffer[:-1])
