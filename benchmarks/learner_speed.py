@@ -62,9 +62,9 @@ def sync(device: torch.device) -> None:
 
 
 def measure_cell(setting: str, batch_size: int, device: torch.device, args) -> dict:
-    from fastdqn.config import Hyperparams
+    from fastdqn.config import Hyperparams, check_flags
     from fastdqn.errors import UsageError
-    from fastdqn.learner import Learner, check_flags
+    from fastdqn.learner import Learner
     from fastdqn.model import NatureDQN
     cell = {"setting": setting, "batch_size": batch_size}
     flags = setting_flags(setting)

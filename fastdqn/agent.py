@@ -20,40 +20,22 @@ def q_values(net: nn.Module, obs: torch.Tensor, no_grad: bool) -> torch.Tensor:
 
 
 class EpsilonGreedy:
-    """One batched forward pass for N observations; random actions drawn from a seeded RNG."""
+    """Batched epsilon-greedy: one forward pass for N observations, the random draws from a seeded
+    torch Generator on the net's device. Observations from host envs (numpy) are copied in by
+    `to_device` and their actions come back as numpy; device tensors (torch_pong) stay on the
+    device, so choosing actions needs no host round trip."""
 
     def __init__(self, net: nn.Module, n_actions: int, device: torch.device, no_grad: bool, seed: int,
                  to_device=None):
-        self.net = net
-        self.n_actions = n_actions
-        self.no_grad = no_grad
-        self.rng = np.random.default_rng(seed)
-        self.to_device = to_device or make_to_device(device, pinned=False)
+        self.net, self.n_actions, self.no_grad, self.device = net, n_actions, no_grad, torch.device(device)
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+        self.to_device = to_device or make_to_device(self.device, pinned=False)
 
-    def q_values(self, obs: np.ndarray) -> torch.Tensor:
-        return q_values(self.net, self.to_device(obs), self.no_grad)
-
-    def __call__(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        greedy = self.q_values(obs).argmax(dim=1).cpu().numpy()
-        explore = self.rng.random(len(greedy)) < epsilon
-        random_actions = self.rng.integers(0, self.n_actions, len(greedy))
-        return np.where(explore, random_actions, greedy)
-
-
-class DeviceEpsilonGreedy:
-    """EpsilonGreedy for observations already on the device: the random draws come from a torch
-    Generator on the device too, so choosing actions needs no host round trip. Same greedy
-    actions as EpsilonGreedy for the same weights; a different random stream."""
-
-    def __init__(self, net: nn.Module, n_actions: int, device: torch.device, no_grad: bool, seed: int):
-        self.net = net
-        self.n_actions = n_actions
-        self.no_grad = no_grad
-        self.gen = torch.Generator(device).manual_seed(seed)
-
-    def __call__(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
-        greedy = q_values(self.net, obs, self.no_grad).argmax(dim=1)
+    def __call__(self, obs, epsilon: float):
+        on_host = isinstance(obs, np.ndarray)
+        greedy = q_values(self.net, self.to_device(obs) if on_host else obs, self.no_grad).argmax(dim=1)
         n = len(greedy)
-        explore = torch.rand(n, device=obs.device, generator=self.gen) < epsilon
-        random_actions = torch.randint(0, self.n_actions, (n,), device=obs.device, generator=self.gen)
-        return torch.where(explore, random_actions, greedy)
+        explore = torch.rand(n, device=self.device, generator=self.gen) < epsilon
+        random_actions = torch.randint(0, self.n_actions, (n,), device=self.device, generator=self.gen)
+        actions = torch.where(explore, random_actions, greedy)
+        return actions.cpu().numpy() if on_host else actions

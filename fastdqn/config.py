@@ -264,17 +264,9 @@ def build_config(preset: str | None = None, toml_path: str | None = None,
     return cfg
 
 
-def check_learner_combination(flags: Flags) -> None:
-    """Learner flags that cannot run together on any device (learner.check_flags adds the
-    device's own limits)."""
-    if flags.cuda_graph and flags.compile:
-        # a compiled function holds guards and may recompile, which cannot happen inside a
-        # captured graph; compile's own graphs come from torch.compile(mode="reduce-overhead")
-        raise UsageError("cuda_graph and compile exclude each other: choose one")
-
-
-def validate(cfg: Config) -> None:
-    """Cross-field checks."""
+def validate(cfg: Config, device=None) -> None:
+    """Every check of a whole configuration, each a one-line UsageError; with the resolved torch
+    device, also what that device cannot run (check_flags)."""
     if cfg.hp.replay_initial > cfg.hp.replay_size:
         raise UsageError(f"replay_initial {cfg.hp.replay_initial} exceeds replay_size {cfg.hp.replay_size}")
     if not cfg.hp.updates_per_step and cfg.hp.batch_size * cfg.flags.envs > cfg.hp.replay_initial:
@@ -298,7 +290,6 @@ def validate(cfg: Config) -> None:
     if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):
         raise UsageError(f"env {TORCH_PONG} steps all its games in one tensor call and renders its own "
                          f"frames: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")
-    check_learner_combination(f)
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
     if f.backend.startswith("ale") and f.wrappers != "baseline":
@@ -309,3 +300,22 @@ def validate(cfg: Config) -> None:
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
+    check_flags(f, device)
+
+
+def check_flags(flags: Flags, device=None) -> None:
+    """Speed flags that cannot run together, and with a torch device, those it cannot run (also
+    the Learner's guard when built without a config)."""
+    if flags.cuda_graph and flags.compile:
+        # a compiled function holds guards and may recompile, which cannot happen inside a
+        # captured graph; compile's own graphs come from torch.compile(mode="reduce-overhead")
+        raise UsageError("cuda_graph and compile exclude each other: choose one")
+    if device is None:
+        return
+    import torch  # here: config stays importable without loading torch
+    device = torch.device(device)
+    for flag in ("pinned", "cuda_graph"):
+        if getattr(flags, flag) and device.type != "cuda":
+            raise UsageError(f"{flag} needs a CUDA device, got {device.type}")
+    if flags.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"bf16 needs a GPU with bfloat16 support, {torch.cuda.get_device_name(device)} has none")

@@ -18,19 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import check_learner_combination
-from .errors import UsageError
+from .config import check_flags
 from .loss import make_target, sgd_step, sync_target
-
-
-def check_flags(flags, device) -> None:
-    """Reject flag combinations the learner cannot run, with a one-line UsageError."""
-    device = torch.device(device)
-    if flags.cuda_graph and device.type != "cuda":
-        raise UsageError(f"cuda_graph needs a CUDA device, got {device.type}")
-    check_learner_combination(flags)
-    if flags.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError(f"bf16 needs a GPU with bfloat16 support, {torch.cuda.get_device_name(device)} has none")
 
 
 def make_optimizer(params, lr: float, adam: str, capturable: bool = False) -> torch.optim.Adam:

@@ -2,7 +2,8 @@
 
 The loops own the hot path and set three things on the engine's state each iteration:
 ``state.steps`` (agent steps taken so far), ``state.epsilon`` and ``state.output`` (the loss, or
-None while the replay warms up), and report ended episodes through ``Telemetry.episodes_ended``.
+None while the replay warms up; a device tensor, read only when it is logged), and report ended
+episodes through ``Telemetry.episodes_ended``.
 
 FPS, one definition everywhere: agent steps taken during the training phase (after the replay
 warm-up, when every step feeds the learner) divided by the wall-clock seconds of that phase.
@@ -15,13 +16,11 @@ from collections import deque
 from ignite.engine import Engine, EventEnum, Events
 from ignite.handlers import Timer
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-from ignite.metrics import RunningAverage
-from ignite.metrics.metric import RunningBatchWise
 
 from .profile import PhaseTimer
 from .progress import RunProgress
 
-EMA_ALPHA = 0.98   # the book's smoothing of the episode reward
+EMA_ALPHA = 0.98   # the book's smoothing of the episode reward (and here of the loss)
 MEAN_WINDOW = 100  # the headline stop rule: mean of the last 100 completed episodes
 
 
@@ -29,18 +28,6 @@ class EpisodeEvents(EventEnum):
     EPISODE_COMPLETED = "episode_completed"
     BOUND_REWARD_REACHED = "bound_reward_reached"
     TRAIN_SAMPLED = "train_sampled"  # FPS and train scalars sampled: the TensorBoard train/* write
-
-
-class LearnerIterations(RunningBatchWise):
-    """Running-average usage that skips warm-up iterations (their output is None)."""
-
-    @property
-    def ITERATION_COMPLETED(self):
-        return Events.ITERATION_COMPLETED(event_filter=lambda engine, _: engine.state.output is not None)
-
-    @property
-    def COMPLETED(self):
-        return self.ITERATION_COMPLETED
 
 
 class RewardTracker:
@@ -82,6 +69,7 @@ class Telemetry:
         self.curve: list[list] = []  # [episode, step, wall seconds, reward]
         self.fps_series: list[list] = []  # [step, wall seconds, FPS over the window]
         self.learn_start: tuple[int, float] | None = None  # (step, wall) of the first update
+        self.avg_loss = None  # EMA of the loss, as the loop returns it (a float or a device tensor)
         self.steps = 0
         self.epsilon: float | None = None
         self.replay_initial = replay_initial
@@ -134,8 +122,6 @@ class Telemetry:
             EpisodeEvents.EPISODE_COMPLETED: "episode", EpisodeEvents.BOUND_REWARD_REACHED: "bound_reached",
             EpisodeEvents.TRAIN_SAMPLED: "train_samples"})
         self.timer.attach(engine, start=Events.STARTED)
-        RunningAverage(output_transform=lambda loss: loss, alpha=0.98).attach(
-            engine, "avg_loss", usage=LearnerIterations())
         engine.add_event_handler(Events.STARTED, self._on_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
         engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._sample_due), self._sample_fps)
@@ -173,8 +159,11 @@ class Telemetry:
     def _on_iteration(self, engine: Engine) -> None:
         self.steps, self.epsilon = engine.state.steps, engine.state.epsilon
         # loops add their updates to self.updates and return a loss on iterations that learned
-        if engine.state.output is not None and self.learn_start is None:
-            self.learn_start = (self.steps, self.timer.value())
+        loss = engine.state.output
+        if loss is not None:
+            self.learn_start = self.learn_start or (self.steps, self.timer.value())
+            # kept as the loop returns it: a device tensor is read (a host sync) only when logged
+            self.avg_loss = loss if self.avg_loss is None else self.avg_loss * EMA_ALPHA + loss * (1 - EMA_ALPHA)
         if self.max_steps and self.steps >= self.max_steps:
             self.stop_reason = f"step budget: {self.max_steps} agent steps"
             engine.terminate()
@@ -190,8 +179,9 @@ class Telemetry:
         self._last_sample = (step, wall)
         self.fps_series.append([step, round(wall, 3), round(window, 2)])
         # only what exists yet: no loss or FPS during the warm-up
-        scalars = {"epsilon": engine.state.epsilon, "loss": engine.state.output,
-                   "avg_loss": engine.state.metrics.get("avg_loss"), "avg_fps": self.fps()}
+        number = lambda v: None if v is None else float(v)
+        scalars = {"epsilon": engine.state.epsilon, "loss": number(engine.state.output),
+                   "avg_loss": number(self.avg_loss), "avg_fps": self.fps()}
         scalars.update({f"profile_{p}": v for p, v in self.profile.shares(wall).items()})
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)

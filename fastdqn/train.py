@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from .config import validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
-from .learner import check_flags
 from .lifecycle import check_writable_dir, describe, stops_held
 from .results import build_result, write_json_atomic
 from .telemetry import Telemetry
@@ -25,13 +25,6 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise UsageError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     return torch.device(name)
-
-
-def check_device_flags(flags, device: torch.device) -> None:
-    """Flags this device cannot run, as a one-line usage error before anything starts."""
-    if flags.pinned and device.type != "cuda":
-        raise UsageError(f"pinned needs a CUDA device, got {device.type}")
-    check_flags(flags, device)
 
 
 def run_loop(cfg, device, telemetry):
@@ -89,7 +82,7 @@ def train(cfg) -> dict:
     """Run and write the result; returns it. A stop (KeyboardInterrupt: Ctrl-C, SIGTERM) and
     crashes still write it (status interrupted / failed) and are re-raised for the caller."""
     device = resolve_device(cfg.run.device)
-    check_device_flags(cfg.flags, device)
+    validate(cfg, device)
     out = check_outputs(cfg)
     if cfg.flags.loop == "ptan":
         from .loops.ptan_reference import make_ptan_env

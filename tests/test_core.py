@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.agent import EpsilonGreedy, epsilon_at
+from fastdqn.agent import EpsilonGreedy, epsilon_at, q_values
 from fastdqn.cli import main
 from fastdqn.errors import UsageError
 from fastdqn.loss import discounts_of, dqn_loss, make_target
@@ -135,8 +135,7 @@ def test_epsilon_schedule_other_values():
 @pytest.mark.parametrize("no_grad,builds_graph", [(True, False), (False, True)])
 def test_action_selection_grad_flag(no_grad, builds_graph):
     net, _ = _nets()
-    agent = EpsilonGreedy(net, 2, torch.device("cpu"), no_grad=no_grad, seed=0)
-    q = agent.q_values(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32))
+    q = q_values(net, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), no_grad)
     assert q.requires_grad is builds_graph
     assert (q.grad_fn is not None) is builds_graph
     torch.testing.assert_close(q.detach(), torch.tensor([[1.5, 0.0], [2.5, -1.0]]))

@@ -1,6 +1,6 @@
-"""DeviceReplay (the replay on the torch device) against FrameReplay, the host ring it mirrors:
-fed the same stream, both hold the same arrays; the same indices gather the same transitions;
-DeviceReplay's own sampler draws only real transitions, roughly uniformly. Plus the pieces of
+"""FrameReplay on the torch device against FrameReplay on the host (numpy):
+fed the same stream, both hold the same arrays; the same indices gather the same transitions.
+The device's own sampler draws only real transitions, roughly uniformly. Plus the pieces of
 the device pipeline: masked episode starts, on-device epsilon-greedy, the update schedule."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastdqn.agent import DeviceEpsilonGreedy, EpsilonGreedy
+from fastdqn.agent import EpsilonGreedy
 from fastdqn.config import Hyperparams
 from fastdqn.model import MLP
-from fastdqn.replay import DeviceReplay, FrameReplay
+from fastdqn.replay import FrameReplay
 from fastdqn.schedule import UpdateSchedule
 
 from test_replay import CASES, FakeVecEnv, NaiveReplay, feed
@@ -22,11 +22,11 @@ CPU = torch.device("cpu")
 
 
 class Both:
-    """Feeds one stream to a FrameReplay and a DeviceReplay (numpy in, as from host envs)."""
+    """Feeds one stream to a host FrameReplay and a device one (numpy in, as from host envs)."""
 
     def __init__(self, capacity, env):
         self.host = FrameReplay(capacity, env.obs_shape, env.dtype, env.n)
-        self.dev = DeviceReplay(capacity, env.obs_shape, env.dtype, env.n, CPU)
+        self.dev = FrameReplay(capacity, env.obs_shape, env.dtype, env.n, device=CPU)
 
     def start(self, envs, obs):
         self.host.start(envs, obs)
@@ -37,7 +37,7 @@ class Both:
         self.dev.add(*args)
 
 
-def assert_same_state(host: FrameReplay, dev: DeviceReplay):
+def assert_same_state(host: FrameReplay, dev: FrameReplay):
     for name in ("frames", "actions", "rewards", "terminated", "has_transition", "pos", "written"):
         np.testing.assert_array_equal(getattr(dev, name).numpy(), getattr(host, name), err_msg=name)
     assert len(dev) == len(host)
@@ -82,15 +82,15 @@ def test_sampler_is_deterministic_for_a_seed():
 
 
 def test_empty_replay_refuses_to_sample():
-    dev = DeviceReplay(100, (4, 5, 5), np.uint8, 2, CPU)
+    dev = FrameReplay(100, (4, 5, 5), np.uint8, 2, device=CPU)
     with pytest.raises(ValueError, match="empty"):
         dev.sample(4, torch.Generator())
 
 
 def test_start_where_equals_start_of_the_masked_envs():
     env = FakeVecEnv(4, 4, seed=11)
-    a = DeviceReplay(200, env.obs_shape, env.dtype, 4, CPU)
-    b = DeviceReplay(200, env.obs_shape, env.dtype, 4, CPU)
+    a = FrameReplay(200, env.obs_shape, env.dtype, 4, device=CPU)
+    b = FrameReplay(200, env.obs_shape, env.dtype, 4, device=CPU)
     obs = torch.as_tensor(env.reset())
     a.start(None, obs)
     b.start_where(torch.ones(4, dtype=torch.bool), obs)
@@ -107,14 +107,18 @@ def test_start_where_equals_start_of_the_masked_envs():
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
-def test_device_epsilon_greedy_matches_host_greedy_actions():
+def test_epsilon_greedy_same_actions_for_host_and_device_inputs():
+    """numpy observations (host envs) and tensors (torch_pong) take the same path: same seed, same
+    actions, greedy and random alike; numpy in gives numpy out, a tensor a tensor."""
     torch.manual_seed(0)
     net = MLP(4, 3)
-    obs = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
-    host = EpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(obs, 0.0)
-    dev = DeviceEpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(torch.as_tensor(obs), 0.0)
-    np.testing.assert_array_equal(dev.numpy(), host)
-    explore = DeviceEpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(torch.as_tensor(obs).repeat(40, 1), 1.0)
+    obs = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    for epsilon in (0.0, 0.5):
+        host = EpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(obs, epsilon)
+        dev = EpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(torch.as_tensor(obs), epsilon)
+        assert isinstance(host, np.ndarray) and isinstance(dev, torch.Tensor)
+        np.testing.assert_array_equal(dev.numpy(), host)
+    explore = EpsilonGreedy(net, 3, CPU, no_grad=True, seed=1)(torch.as_tensor(obs).repeat(6, 1), 1.0)
     counts = torch.bincount(explore, minlength=3)
     assert counts.min() > 0.25 * len(explore)  # uniform over the 3 actions at epsilon 1
 

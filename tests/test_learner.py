@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters  # internal, but the one way to see that compile compiled
 
-from fastdqn.config import Flags, Hyperparams
+from fastdqn.config import Flags, Hyperparams, check_flags
 from fastdqn.errors import UsageError
-from fastdqn.learner import Learner, check_flags
+from fastdqn.learner import Learner
 from fastdqn.loss import discounts_of, make_target, sgd_step, sync_target
 from fastdqn.model import MLP, NatureDQN
 

@@ -17,6 +17,7 @@ import pytest
 
 from fastdqn.config import Hyperparams
 from fastdqn.envs import SequentialVecEnv, StepResult
+from fastdqn.loops.collect import store
 from fastdqn.loops.parallel import ChunkBuilder, apply_chunk
 from fastdqn.replay import FrameReplay
 from helpers import alive, wait_for
@@ -45,23 +46,19 @@ def record(env, rounds: int, seed: int, subset: bool = False):
     return obs0, steps
 
 
-def fill_serial(replay: FrameReplay, obs0, steps, offset: int = 0) -> None:
-    """loops/serial.py's replay calls, verbatim (env ids shifted by offset)."""
-    replay.start(np.arange(len(obs0)) + offset, obs0)
+def fill_serial(replay: FrameReplay, obs0, steps) -> None:
+    """The serial loop's collector storing straight into the replay."""
+    replay.start(np.arange(len(obs0)), obs0)
     for taken, result in steps:
-        t = result.has_transition
-        replay.add(taken[result.env_ids[t]], result.rewards[t], result.terminated[t],
-                   result.next_obs[t], result.env_ids[t] + offset)
-        if result.reset.any():
-            replay.start(result.env_ids[result.reset] + offset, result.obs[result.reset])
+        store(replay, result, taken)
 
 
 def fill_chunked(replay: FrameReplay, obs_shape, obs0, steps, flush_every, offset: int = 0) -> None:
     """The player's ChunkBuilder, flushed at arbitrary points, applied by the trainer's apply_chunk."""
     builder = ChunkBuilder(obs_shape, offset)
-    builder.reset(np.arange(len(obs0)), obs0)
+    builder.start(np.arange(len(obs0)), obs0)
     for i, (taken, result) in enumerate(steps):
-        builder.add(result, taken)
+        store(builder, result, taken)
         if (i + 1) % flush_every == 0:
             apply_chunk(replay, builder.take(player_steps=0))
     apply_chunk(replay, builder.take(player_steps=0))
@@ -147,7 +144,8 @@ def test_second_player_streams_are_offset():
     assert not shared.written[:3].any()
     builder = ChunkBuilder(shape, offset=3)
     for taken, result in steps:
-        builder.add(result, taken)
+        store(builder, result, taken)
+        builder.ended(result.episodes)
     chunk = builder.take(player_steps=240)
     assert {e for e, _, _ in chunk["episodes"]} <= {3, 4, 5} and chunk["steps"] == 240
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from fastdqn.loss import discounts_of, dqn_loss
 from fastdqn.model import make_net
-from fastdqn.replay import DeviceReplay, FrameReplay
+from fastdqn.replay import FrameReplay
 
 from helpers import linear
 from test_replay import CASES, FakeVecEnv, NaiveReplay, feed
@@ -34,7 +34,7 @@ def _walk(replay, gamma: float, n: int):
         replay.add([t], [r], [False], ob(2, t + 1), [1])
     envs = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
     g = np.array([0, 1, 2, 3, 0, 1, 2, 4, 5])  # env 1: slot 3 is the truncated episode's final obs
-    out = replay.gather(*((torch.as_tensor(envs), torch.as_tensor(g)) if isinstance(replay, DeviceReplay)
+    out = replay.gather(*((torch.as_tensor(envs), torch.as_tensor(g)) if replay.device is not None
                           else (envs, g)))
     return [np.asarray(a) for a in out]
 
@@ -55,7 +55,7 @@ def _expected(gamma: float):
 def test_n_step_by_hand(kind):
     gamma, n = 0.5, 3
     replay = (FrameReplay(100, (2,), np.float32, 2, gamma, n) if kind == "host"
-              else DeviceReplay(100, (2,), np.float32, 2, CPU, gamma=gamma, n_step=n))
+              else FrameReplay(100, (2,), np.float32, 2, device=CPU, gamma=gamma, n_step=n))
     obs, actions, returns, discounts, next_obs = _walk(replay, gamma, n)
     want_r, want_d, want_next = _expected(gamma)
     np.testing.assert_allclose(returns, want_r, rtol=1e-6)
@@ -87,7 +87,7 @@ def test_n_step_matches_naive_with_wrap(stack, num_envs, capacity, n):
     gamma = 0.9
     env = FakeVecEnv(num_envs, stack, seed=11, max_len=7)
     host = FrameReplay(capacity, env.obs_shape, env.dtype, num_envs, gamma, n)
-    dev = DeviceReplay(capacity, env.obs_shape, env.dtype, num_envs, CPU, gamma=gamma, n_step=n)
+    dev = FrameReplay(capacity, env.obs_shape, env.dtype, num_envs, device=CPU, gamma=gamma, n_step=n)
 
     class Both:
         def start(self, envs, obs):

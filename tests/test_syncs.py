@@ -1,5 +1,5 @@
 """Host syncs of the device pipeline. The device loop reads what the host needs one iteration late
-(loops/device.HostReadback) and DeviceReplay samples without a host sync, so on CUDA an iteration
+(loops/device.HostReadback) and the device replay samples without a host sync, so on CUDA an iteration
 queues its work without waiting for the device. On the CPU: the late reads equal the direct ones
 (PongStep.ended_episodes, the loss). On CUDA (the GPU kit runs these): no operation of an
 iteration syncs (torch.cuda.set_sync_debug_mode), and a whole run syncs a few times in all."""
@@ -11,14 +11,14 @@ import warnings
 import pytest
 import torch
 
-from fastdqn.agent import DeviceEpsilonGreedy
+from fastdqn.agent import EpsilonGreedy
 from fastdqn.cli import main
 from fastdqn.config import Flags, Hyperparams
 from fastdqn.envs.torch_pong import TorchPong
 from fastdqn.learner import Learner
 from fastdqn.loops.device import HostReadback
 from fastdqn.model import make_net
-from fastdqn.replay import DeviceReplay
+from fastdqn.replay import FrameReplay
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -48,9 +48,9 @@ def _pipeline(device):
     obs = env.reset(0)
     net = make_net(env.single_observation_space.shape, 6, 128).to(device)
     learner = Learner(net, hp, flags, device)
-    replay = DeviceReplay(4096, env.single_observation_space.shape, torch.uint8, 64, device, n_step=3)
+    replay = FrameReplay(4096, env.single_observation_space.shape, torch.uint8, 64, device=device, n_step=3)
     replay.start(None, obs)
-    act = DeviceEpsilonGreedy(net, 6, device, True, seed=0)
+    act = EpsilonGreedy(net, 6, device, True, seed=0)
     return env, obs, learner, replay, act, torch.Generator(device).manual_seed(1), HostReadback(64, device)
 
 

@@ -158,7 +158,9 @@ class PongState:
 
 @dataclass
 class PongStep:
-    """One step of all N games: tensors on the env's device."""
+    """One step of all N games: tensors on the env's device. Field names as StepResult's
+    (envs/contract.py); every row is a transition (has_transition None) and `reset` is `done`."""
+    env_ids: torch.Tensor          # (N,) int64: 0..N-1
     obs: torch.Tensor              # (N, stack, size, size) uint8: to act on next (reset obs where done)
     next_obs: torch.Tensor         # (N, stack, size, size) uint8: s' of the transition (final obs where done)
     rewards: torch.Tensor          # (N,) float32: points won - points lost over the skipped frames
@@ -167,6 +169,12 @@ class PongStep:
     done: torch.Tensor             # (N,) bool
     episode_returns: torch.Tensor  # (N,) float32: the episode's score difference, valid where done
     episode_lengths: torch.Tensor  # (N,) int64: its agent steps, valid where done
+
+    has_transition = None
+
+    @property
+    def reset(self) -> torch.Tensor:
+        return self.done
 
     def ended_episodes(self) -> list[tuple[int, float, int]]:
         """(env index, return, length) of each game that ended in this step (a host sync)."""
@@ -210,6 +218,13 @@ class TorchPong:
 
     def get_action_meanings(self) -> list[str]:
         return list(ACTION_MEANINGS)
+
+    def send(self, actions: torch.Tensor, env_ids=None) -> None:
+        """The vector-env contract (loops/collect.py): every game steps at recv, env_ids is all."""
+        self._actions = actions
+
+    def recv(self) -> PongStep:
+        return self.step(self._actions)
 
     def _serve(self, h: torch.Tensor):
         """Side, height and angle of a serve from its random bits h."""
@@ -306,7 +321,7 @@ class TorchPong:
         buffer[-1] = self._reset_obs[0]
         next_obs = torch.cat([self.obs[:, 1:], self.render(s)[:, None]], 1, out=buffer[:-1])
         obs = buffer.index_select(0, torch.where(done, self.num_envs, self._rows))
-        result = PongStep(obs, next_obs, reward.float(), terminated, truncated, done,
+        result = PongStep(self._rows, obs, next_obs, reward.float(), terminated, truncated, done,
                           (s.score_agent - s.score_opp).float(), s.steps.long())
         self.state, self.obs = s.restart(done), obs
         return result

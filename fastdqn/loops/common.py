@@ -27,12 +27,11 @@ def run_engine(iteration, cfg, telemetry) -> None:
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
 
 
-def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_device=None,
-          read_loss: bool = True):
+def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_device=None):
     """The updates `schedule` owes once `steps` agent steps are stored, then the target sync when
     it is due. Batches from a host replay go to the device through `to_device`; a device replay's
-    are there already (no copy phase). Returns the last loss (read_loss=False: as a device tensor,
-    no host sync), None when no update ran."""
+    are there already (no copy phase). Returns the last loss as a device tensor (no host sync;
+    telemetry reads it when it logs), None when no update ran."""
     n = schedule.due(steps)
     loss = None
     for _ in range(n):
@@ -47,4 +46,4 @@ def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_dev
         with profile("learn"):
             learner.sync_target()
     telemetry.updates += n
-    return None if loss is None else loss.item() if read_loss else loss.detach()
+    return None if loss is None else loss.detach()

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 
-from ..agent import DeviceEpsilonGreedy, epsilon_at
+from ..agent import EpsilonGreedy, epsilon_at
 from ..envs.torch_pong import make_torch_pong
 from ..learner import Learner
 from ..model import make_net
-from ..replay import DeviceReplay
+from ..replay import FrameReplay
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
+from .collect import Collector
 from .common import learn, run_engine, seed_everything
 
 
@@ -63,37 +64,23 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     env = make_torch_pong(hp, flags.envs, device)  # flag site: envs (the games on the device)
     obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
     learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
-    replay = DeviceReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, device, gamma=hp.gamma,
-                          n_step=hp.n_step)
-    select_actions = DeviceEpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed)
+    replay = FrameReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, hp.gamma, hp.n_step, device)
+    policy = EpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed)
+    collector = Collector(env, policy, replay, telemetry.profile, hp.seed)
     rng = torch.Generator(device).manual_seed(hp.seed + 1)
     schedule = UpdateSchedule(hp, env.num_envs)
     telemetry.samples_per_update = schedule.batch_size
-    profile = telemetry.profile
-
-    obs = env.reset(seed=hp.seed)
-    replay.start(None, obs)
     readback = HostReadback(env.num_envs, device)
 
     def iteration(engine: Engine, _):
-        nonlocal obs
-        steps = engine.state.steps
-        epsilon = epsilon_at(steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
-        with profile("act"):
-            actions = select_actions(obs, epsilon)
-        with profile("env"):
-            step = env.step(actions)
-        with profile("replay_insert"):
-            replay.add(actions, step.rewards, step.terminated, step.next_obs)
-            replay.start_where(step.done, step.obs)  # same-step autoreset: a new stream there
-        obs = step.obs
-        loss = learn(steps + env.num_envs, schedule, replay, rng, learner, profile, telemetry, read_loss=False)
-        with profile("env"):  # the only device-to-host traffic: the step before's, read now
+        epsilon = epsilon_at(collector.steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
+        step = collector.round(epsilon)
+        loss = learn(collector.steps, schedule, replay, rng, learner, telemetry.profile, telemetry)
+        with telemetry.profile("env"):  # the only device-to-host traffic: the step before's, read now
             episodes, last_loss = readback.pop()
             readback.push(step, loss)
         telemetry.episodes_ended(engine, episodes)  # at state.steps of the step they ended in
-        engine.state.steps = steps + env.num_envs
-        engine.state.epsilon = epsilon
+        engine.state.steps, engine.state.epsilon = collector.steps, epsilon
         return last_loss
 
     run_engine(iteration, cfg, telemetry)

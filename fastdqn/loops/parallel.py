@@ -57,6 +57,7 @@ from ..replay import make_replay, newest_frames, sampler
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
 from ..transfer import make_to_device
+from .collect import Collector
 from .common import learn, run_engine, seed_everything
 
 CHUNK_STEPS = 64     # agent steps per message: 64 Pong frames are 450 KB, one pickle, not 64
@@ -65,6 +66,7 @@ POLL_S = 0.2         # how often blocked waits look at stop requests and exit co
 STOP_GRACE_S = 3.0   # players get this long to stop on request before they are killed
 START_GRACE_S = 120.0  # a player's first heartbeat may take this long (or stall_seconds if longer): it
 # imports torch and builds its envs and net first, tens of seconds on a busy small machine
+ADD, START = 0, 1     # the kinds of call a chunk carries
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the trainer's to handle: it stops the players
 PLAYER_DEVICE = torch.device("cpu")
 
@@ -72,53 +74,54 @@ PLAYER_DEVICE = torch.device("cpu")
 # --- the chunk protocol: player side builds, trainer side applies -----------------------------
 
 class ChunkBuilder:
-    """Buffers a player's rounds as arrays, in the serial loop's order: per round the transition
-    rows (replay.add) then the reset rows (replay.start). Env ids are global (offset)."""
+    """A player's TransitionSink (replay.py): buffers its start/add calls as arrays, in order, with
+    global env ids (offset), for apply_chunk to make the same calls on the trainer's replay."""
 
     def __init__(self, obs_shape, offset: int = 0):
         self.obs_shape, self.offset = tuple(obs_shape), offset
-        self.rounds, self.adds, self.starts, self.episodes = [], [], [], []
+        self.calls, self.adds, self.starts, self.episodes = [], [], [], []
         self.steps = 0  # agent steps buffered
 
-    def reset(self, env_ids: np.ndarray, obs: np.ndarray) -> None:
-        self.rounds.append((0, len(env_ids)))
-        self.starts.append((env_ids + self.offset, newest_frames(obs, self.obs_shape)))
+    def start(self, envs, obs, frames: bool = False) -> None:
+        self.calls.append((START, len(envs)))
+        self.starts.append((np.asarray(envs) + self.offset, obs if frames else newest_frames(obs, self.obs_shape)))
 
-    def add(self, result, taken: np.ndarray) -> None:
-        """One recv's StepResult; taken[e]: the last action sent to env e."""
-        t, r = result.has_transition, result.reset
-        ids = result.env_ids[t]
-        self.adds.append((ids + self.offset, taken[ids], result.rewards[t], result.terminated[t],
-                          newest_frames(result.next_obs[t], self.obs_shape)))
-        self.starts.append((result.env_ids[r] + self.offset, newest_frames(result.obs[r], self.obs_shape)))
-        self.rounds.append((int(t.sum()), int(r.sum())))
-        self.episodes += [(e + self.offset, ret, length) for e, ret, length in result.episodes]
-        self.steps += int(t.sum())
+    def start_where(self, mask, obs) -> None:
+        self.start(np.flatnonzero(mask), obs[mask])
+
+    def add(self, actions, rewards, terminated, next_obs, env_ids, frames: bool = False) -> None:
+        self.calls.append((ADD, len(env_ids)))
+        self.adds.append((np.asarray(env_ids) + self.offset, actions, rewards, terminated,
+                          next_obs if frames else newest_frames(next_obs, self.obs_shape)))
+        self.steps += len(env_ids)
+
+    def ended(self, episodes) -> None:
+        self.episodes += [(e + self.offset, ret, length) for e, ret, length in episodes]
 
     def take(self, player_steps: int) -> dict:
-        """The buffered rounds as one message; the builder starts empty again."""
+        """The buffered calls as one message; the builder starts empty again."""
         cat = lambda parts, i: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
-        chunk = {"rounds": np.array(self.rounds, np.int64).reshape(-1, 2),
+        chunk = {"calls": np.array(self.calls, np.int64).reshape(-1, 2),
                  "env": cat(self.adds, 0), "action": cat(self.adds, 1), "reward": cat(self.adds, 2),
                  "terminated": cat(self.adds, 3), "next_frame": cat(self.adds, 4),
                  "reset_env": cat(self.starts, 0), "reset_frame": cat(self.starts, 1),
                  "episodes": self.episodes, "steps": self.steps, "player_steps": player_steps}
-        self.rounds, self.adds, self.starts, self.episodes, self.steps = [], [], [], [], 0
+        self.calls, self.adds, self.starts, self.episodes, self.steps = [], [], [], [], 0
         return chunk
 
 
 def apply_chunk(replay, chunk: dict) -> None:
-    """Replay a chunk's rounds into the replay, in order: the serial loop's add/start calls."""
+    """Make a chunk's calls on the replay, in the order the player made them."""
     t = r = 0
-    for n_add, n_start in chunk["rounds"]:
-        if n_add:
-            s = slice(t, t + n_add)
+    for kind, n in chunk["calls"]:
+        if kind == ADD:
+            s = slice(t, t + n)
             replay.add(chunk["action"][s], chunk["reward"][s], chunk["terminated"][s],
                        chunk["next_frame"][s], chunk["env"][s], frames=True)
-            t += n_add
-        if n_start:
-            replay.start(chunk["reset_env"][r:r + n_start], chunk["reset_frame"][r:r + n_start], frames=True)
-            r += n_start
+            t += n
+        else:
+            replay.start(chunk["reset_env"][r:r + n], chunk["reset_frame"][r:r + n], frames=True)
+            r += n
 
 
 # --- player process --------------------------------------------------------------------------
@@ -160,34 +163,24 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
         if (obs_shape, n_actions) != spaces:  # the trainer sized its replay and net from one make_env
             raise ValueError(f"vector env spaces {(obs_shape, n_actions)} differ from make_env's {spaces}")
         net = make_net(obs_shape, n_actions, hp.mlp_hidden).to(PLAYER_DEVICE)
-        select_actions = EpsilonGreedy(net, n_actions, PLAYER_DEVICE, flags.no_grad, seed=seed)
-        seen = -1
-        obs, env_ids = env.reset(seed=seed), np.arange(env.num_envs)
-        taken = np.zeros(env.num_envs, np.int64)  # last action sent to each env
+        policy = EpsilonGreedy(net, n_actions, PLAYER_DEVICE, flags.no_grad, seed=seed)
         chunk = ChunkBuilder(obs_shape, offset=p * flags.envs)
-        chunk.reset(env_ids, obs)
-        steps, start = 0, time.perf_counter()
+        collector = Collector(env, policy, chunk, profile, seed)
+        seen, start = -1, time.perf_counter()
         while not stop.is_set():
             beat()
             if version.value != seen:  # the trainer published new weights
                 with version.get_lock():
                     net.load_state_dict(shared)
                     seen = version.value
-            epsilon = epsilon_at(steps * num_players, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
-            with profile("act"):
-                actions = select_actions(obs, epsilon)
-                taken[env_ids] = actions
-            with profile("env"):
-                env.send(actions, env_ids)
-                result = env.recv()
-            chunk.add(result, taken)
-            obs, env_ids = result.obs, result.env_ids
-            steps += int(result.has_transition.sum())
+            epsilon = epsilon_at(collector.steps * num_players, hp.epsilon_start, hp.epsilon_final,
+                                 hp.epsilon_steps)
+            chunk.ended(collector.round(epsilon).episodes)
             if chunk.steps >= CHUNK_STEPS:
                 with profile("queue_wait"):
-                    _put(q, ("chunk", p, chunk.take(steps)), stop.is_set, beat)
+                    _put(q, ("chunk", p, chunk.take(collector.steps)), stop.is_set, beat)
         deadline = time.monotonic() + 1.0  # the trainer drains the queue while it waits for us
-        _put(q, ("profile", p, {"player": p, "steps": steps, **profile.report(time.perf_counter() - start)}),
+        _put(q, ("profile", p, {"player": p, "steps": collector.steps, **profile.report(time.perf_counter() - start)}),
              lambda: time.monotonic() > deadline)
     except Exception as e:
         where = traceback.extract_tb(e.__traceback__)[-1]
