@@ -11,7 +11,7 @@ from .config import validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
 from .lifecycle import check_writable_dir, describe, stops_held
-from .results import build_result, write_json_atomic
+from .results import build_result, git_info, write_json_atomic
 from .telemetry import Telemetry
 
 
@@ -91,6 +91,7 @@ def train(cfg) -> dict:
     telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
                           cfg.hp.replay_initial)
     status, error = "failed", None
+    code = git_info()  # the code that runs: a commit made while it runs is not its code
     threads = torch.get_num_threads()
     try:
         if cfg.run.threads:
@@ -110,6 +111,6 @@ def train(cfg) -> dict:
         with stops_held():  # a second stop request must not cut the record of the run short
             telemetry.close()
             result = build_result(cfg, telemetry, status, fps_mult,
-                                  extra={"device": str(device), "error": error})
+                                  extra={"device": str(device), "error": error, "git": code})
             save(out, result)
     return result

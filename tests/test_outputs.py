@@ -47,3 +47,12 @@ def test_failed_final_write_prints_where_and_the_numbers(tmp_path, capsys, monke
                               "budget (step budget: 120 agent steps): 120 agent steps, "), err
     assert " episodes, " in err[-1] and "FPS " in err[-1] and "last 100-episode mean " in err[-1]
     assert "Traceback" not in "\n".join(err) and not out.exists()
+
+
+def test_result_names_the_code_at_the_start_of_the_run(run_train, monkeypatch):
+    """A commit made while a run trains is not the code it ran: git info is read at the start."""
+    import fastdqn.results as results_module
+    monkeypatch.setattr(train_module, "git_info", lambda: {"commit": "at-start", "dirty": False})
+    monkeypatch.setattr(results_module, "git_info", lambda: {"commit": "at-write", "dirty": True})
+    result = run_train("--env", "CartPole-v1", "--replay-initial", "100", "--batch-size", "16", "--max-steps", "150")
+    assert result["git"] == {"commit": "at-start", "dirty": False}
