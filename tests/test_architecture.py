@@ -81,3 +81,16 @@ def test_every_flag_is_marked_where_it_acts():
     want = {name: TWO_SITES.get(name, 1) for name in names}
     assert counts == want, {n: (counts.get(n, 0), want.get(n, 0)) for n in set(counts) | set(want)
                             if counts.get(n, 0) != want.get(n, 0)}
+
+
+def test_every_fastdqn_loop_collects_through_the_one_round():
+    """The serial loop, the device loop and the parallel players act, step and store through
+    loops/collect.Collector; none sends to an env or writes a replay on its own (ptan's reference
+    loop keeps ptan's pipeline)."""
+    for name in ("serial", "device", "parallel"):
+        tree = ast.parse((PKG / "loops" / f"{name}.py").read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "collect"
+                    for a in n.names}
+        calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        assert "Collector" in imported, name
+        assert not calls & {"send", "recv", "step", "start_where"}, (name, calls & {"send", "recv", "step", "start_where"})
