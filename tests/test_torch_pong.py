@@ -355,6 +355,24 @@ def test_autoreset_same_step(stack):
     assert torch.equal(r2.next_obs[0, :-1], reset_obs[1:]) and r2.episode_lengths[0] == 1
 
 
+@pytest.mark.parametrize("stack", [4, 2, 1])
+def test_obs_and_next_obs_follow_the_simple_rule(stack):
+    """step() builds obs with a row gather (reset rows from a spare row); the simple rule it must
+    equal: s' = the previous stack shifted plus the new frame, obs = s' where the game goes on and
+    the reset obs where it ended."""
+    env = TorchPong(16, "cpu", stack=stack, size=36, points=1)  # 1-point games: many end
+    prev, ended = env.reset(5), 0
+    reset_obs = prev[0].clone()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(120):
+        r = env.step(torch.randint(0, 6, (16,), generator=gen))
+        simple_next = torch.cat([prev[:, 1:], r.next_obs[:, -1:]], 1)
+        assert torch.equal(r.next_obs, simple_next)
+        assert torch.equal(r.obs, torch.where(r.done[:, None, None, None], reset_obs, simple_next))
+        prev, ended = r.obs, ended + int(r.done.sum())
+    assert ended > 10
+
+
 @pytest.mark.parametrize("stack,size", [(4, 84), (2, 84), (4, 32)])
 def test_vec_env_observation_contract(stack, size):
     env = TorchPongVecEnv(hparams(stack=stack, pong_size=size), 2)
