@@ -79,13 +79,17 @@ def cmd_bench(args) -> int:
     from .bench.report import cell_order, collect, matrix_table, write_report
     from .bench.runner import run_matrix
     matrix = load_matrix(args.matrix or default_matrix())  # validated whole before any run
+    unknown = [c for c in args.cell or [] if c not in {cell.name for cell in matrix.cells}]
+    if unknown:
+        raise UsageError(f"--cell {unknown[0]!r}: no such cell in {matrix.path}: expected one of "
+                         f"{', '.join(c.name for c in matrix.cells)}")
     if args.machine is not None:  # the runs (child processes) inherit it
         os.environ[MACHINE_ENV] = check_machine_name(args.machine, "--machine")
     if args.cell_cap is not None and not 0 <= args.cell_cap < math.inf:  # NaN fails too
         raise UsageError(f"invalid value {args.cell_cap:g} for --cell-cap: expected seconds >= 0 (0 = no cap)")
     launcher = make_launcher(args.launcher, args.address, args.cell_cap)
     results = Path(args.results)
-    rc, machines = run_matrix(matrix, results, progress=not args.no_progress, launcher=launcher)
+    rc, machines = run_matrix(matrix, results, progress=not args.no_progress, launcher=launcher, only=args.cell)
     found = collect(results) if machines else {}
     ran = [(m, found[(m, matrix.name)]) for m in machines if (m, matrix.name) in found]
     for machine, cells in ran:  # Ray: one table per machine that ran cells
@@ -135,6 +139,8 @@ def build_parser(argv: list[str]) -> Parser:
     b = sub.add_parser("bench", help="run a matrix of cells x seeds, one process each, resumable")
     b.add_argument("matrix", nargs="?", default=None, help="matrix TOML (default: benchmarks/quick.toml)")
     b.add_argument("--results", default="results", help="results root (default: results)")
+    b.add_argument("--cell", action="append", metavar="NAME",
+                   help="run only this cell (repeatable; default: every cell); the others stay as they are")
     b.add_argument("--no-progress", action="store_true", help="no progress display")
     b.add_argument("--machine", default=None, metavar="NAME",
                    help="this machine's name for the runs: finished results are reused only when made "

@@ -67,10 +67,31 @@ def test_matrix_settings_are_typed_and_merged(tmp_path):
     assert m.cells[1].preset == "slow_grads" and m.cells[1].settings["max_steps"] == 300
 
 
-def _bench(tmp_path, matrix):
+def _bench(tmp_path, matrix, *extra):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "fastdqn", "bench", str(matrix), "--results", "results",
-                           "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                           "--no-progress", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_bench_cell_runs_one_cell_and_the_rest_later(tmp_path):
+    matrix = tmp_path / "tiny.toml"
+    matrix.write_text(GOOD)
+    only = _bench(tmp_path, matrix, "--cell", "slow_grads")
+    assert only.returncode == 0, only.stderr
+    assert [f.parent.name for f in (tmp_path / "results").glob("*/tiny/*/5.json")] == ["slow_grads"]
+    rest = _bench(tmp_path, matrix)
+    assert "slow_grads/5: kept" in rest.stderr and "baseline/5: exit 0" in rest.stderr
+
+
+def test_bench_unknown_cell_is_a_usage_error(tmp_path, capsys):
+    matrix = tmp_path / "tiny.toml"
+    matrix.write_text(GOOD)
+    assert main(["bench", str(matrix), "--cell", "nope", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nope'" in err and "baseline, slow_grads" in err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

@@ -32,17 +32,19 @@ SUMMARY_COLUMNS = ["cell", "seed", "preset", "status", "steps", "episodes", "upd
 
 
 def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), progress: bool = True,
-               launcher=None) -> tuple[int, list[str]]:
-    """Exit code (1 if a cell failed) and the machine ids whose results this run touched."""
+               launcher=None, only: list[str] | None = None) -> tuple[int, list[str]]:
+    """Exit code (1 if a cell failed) and the machine ids whose results this run touched.
+    only: the names of the cells to run (default all); the summary still lists every cell."""
     if launcher is None:
         launcher = LocalLauncher()
-    jobs = [(cell, seed) for cell in matrix.cells for seed in matrix.seeds]
+    cells = [c for c in matrix.cells if not only or c.name in only]
+    jobs = [(cell, seed) for cell in cells for seed in matrix.seeds]
     check_writable_dir(results, "--results")  # before any run: not after its compute
     check_writable_dir(runs, "log folder")
     outcomes = launcher.run(matrix, results, runs, jobs)  # checks the matrix against the launcher first
     failed: list[str] = []
     machines = [launcher.machine] if launcher.machine else []  # Ray: known as outcomes arrive
-    print(f"matrix {matrix.name}: {len(matrix.cells)} cells x {len(matrix.seeds)} seeds -> "
+    print(f"matrix {matrix.name}: {len(cells)} cells x {len(matrix.seeds)} seeds -> "
           f"{results / (launcher.machine or '<machine-id>') / matrix.name}", file=sys.stderr)
 
     def note(engine: Engine, o: Outcome) -> str:
