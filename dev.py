@@ -82,10 +82,11 @@ def main(argv: list[str]) -> int:
     else:
         cmd = [str(BIN / "fastdqn"), *rest]
     os.chdir(ROOT)
-    try:
-        return subprocess.run(cmd).returncode
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: a stop signal sent to this process reaches the command itself, and its
+    # exit code is ours; a child would be orphaned and keep running when we are killed
+    os.execv(cmd[0], cmd)
 
 
 if __name__ == "__main__":

@@ -249,3 +249,20 @@ def test_capped_cell_without_a_result_is_recorded_as_failed():
     assert record["steps"] == 0 and record["config"]["hyperparams"]["seed"] == 3
     finished = {**record, "status": "budget"}
     assert capped_record(finished, Cell("c", "baseline"), 3, 20) == (finished, None)  # ended in time
+
+
+@pytest.mark.slow
+def test_dev_py_becomes_the_command_it_runs(tmp_path):
+    """dev.py execs its command: a SIGTERM to the pid it was started as stops the run itself
+    (result written as interrupted, exit 143), with nothing left running behind it."""
+    if not (ROOT / ".venv" / "bin" / "fastdqn").exists():
+        pytest.skip("needs the venv dev.py sets up")
+    out, logdir = tmp_path / "r.json", tmp_path / "tb"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "dev.py"), "fastdqn", "train", *LONG, "--out", str(out),
+                             "--logdir", str(logdir)], stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(logdir.glob("events.*")), 90)
+    assert children_of(proc.pid) == []  # no wrapper process between us and the run
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=STOP_LIMIT_S)
+    assert proc.returncode == 143, err
+    assert json.loads(out.read_text())["status"] == "interrupted"
