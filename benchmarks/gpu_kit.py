@@ -9,7 +9,8 @@ results writes straight into the checkout, ready to commit).
 part1: preflight (GPU, cores, every import, a C compiler for torch.compile: compile cells are
        skipped, with a line saying why, where it fails); the CUDA tests by node id; env-only
        ceilings (ale-py's vector env at 16/32/64 envs on all cores, sync and async; torch_pong
-       from 16 to 65,536 games); learner updates/s per flag at batch 32/128/512.
+       from 16 to 65,536 games, and its compiled step at 1,024/16,384/65,536); learner updates/s
+       per flag at batch 32/128/512.
 part2: a short FPS ladder of every preset; the fast path; a time-to-17 attempt with the fastest
        recipe known (RECIPE), scaled to the cores and capped to the time left; `fastdqn report`.
 
@@ -51,8 +52,10 @@ CUDA_TESTS = (
     "tests/test_device_pipeline.py::test_device_loop_on_cuda_with_fast_learner",
     "tests/test_syncs.py",
 )
-COMPILE_TESTS = ("tests/test_learner.py::test_compile_matches_eager_cuda",)
+COMPILE_TESTS = ("tests/test_learner.py::test_compile_matches_eager_cuda",
+                 "tests/test_torch_pong.py::test_compiled_cuda_step_matches_the_eager_cpu_step")
 TORCH_PONG_ENVS = "16,64,256,1024,4096,16384,65536"
+TORCH_PONG_COMPILED_ENVS = "1024,16384,65536"
 LEARNER_SETTINGS = ("eager", "foreach", "fused", "bf16", "cuda_graph", "cuda_graph+bf16")
 COMPILE_SETTINGS = ("compile", "compile+bf16")
 
@@ -259,6 +262,11 @@ def part1(kit: Kit) -> None:
         return
     kit.run("cuda_compile_tests", [*pytest, *COMPILE_TESTS, f"--junitxml={d / 'gpu_kit_cuda_compile_tests.xml'}"],
             cap=90, reserve=20)
+    if not kit.dry:  # compile_env's step against the eager ceilings above (a compile per N)
+        kit.run("torch_pong_speed_compiled", [sys.executable, str(HERE / "torch_pong_speed.py"), "--device", "cuda",
+                                              "--envs", TORCH_PONG_COMPILED_ENVS, "--seconds", "0.3", "--repeats", "3",
+                                              "--warmup", "10", "--compiled", "--name", "torch_pong_speed_cuda_compiled",
+                                              "--out-dir", str(d)], cap=70, reserve=20)
     learner_speed("learner_speed_compile", compiled, cap=kit.left(), reserve=0)
 
 

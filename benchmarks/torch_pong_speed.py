@@ -2,6 +2,7 @@
 
     python benchmarks/torch_pong_speed.py                                  # CPU, N = 1, 64, 1024
     python benchmarks/torch_pong_speed.py --device cuda --envs 1,64,1024,8192,65536
+    python benchmarks/torch_pong_speed.py --compiled                       # the compile_env step
 
 Random actions are drawn on the device (no host copy in the loop). Per N: warm-up steps (not
 timed), then --repeats timed runs of about --seconds each, the device synchronized before each
@@ -34,7 +35,8 @@ def sync(device: torch.device) -> None:
 
 
 def measure(n: int, device: torch.device, args) -> dict:
-    env = TorchPong(n, device, stack=args.stack, frame_skip=args.frame_skip, size=args.size, points=args.points)
+    env = TorchPong(n, device, stack=args.stack, frame_skip=args.frame_skip, size=args.size, points=args.points,
+                    compiled=args.compiled)
     env.reset(args.seed)
     gen = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -46,6 +48,8 @@ def measure(n: int, device: torch.device, args) -> dict:
         sync(device)
         return time.perf_counter() - start
 
+    if args.compiled:
+        run(1)  # the compile, kept out of the warm-up that sizes the runs
     per_step = run(args.warmup) / args.warmup  # warm-up: allocator, caches, kernels; sizes the runs
     steps = max(args.min_steps, round(args.seconds / per_step))
     rates = [n * steps / run(steps) for _ in range(args.repeats)]
@@ -64,7 +68,8 @@ def table(doc: dict) -> str:
         f"Machine `{doc['machine_id']}`, device `{doc['device']}` ({doc['device_name']}), "
         f"{doc['torch_threads']} torch CPU threads, torch {doc['versions']['torch']}, {doc['timestamp']}.",
         "",
-        f"`TorchPong.step` with uniformly random actions drawn on the device; frames {cfg['size']}x{cfg['size']}, "
+        f"`TorchPong.step` ({'compiled: `compile_env`' if cfg.get('compiled') else 'eager'}) with uniformly "
+        f"random actions drawn on the device; frames {cfg['size']}x{cfg['size']}, "
         f"stack {cfg['stack']}, frame skip {cfg['frame_skip']}. Per N: {doc['warmup']} warm-up steps, then "
         f"{doc['repeats']} timed repeats of ~{doc['seconds']} s (device synchronized before each clock read). "
         f"Agent steps/s = N x steps / time (mean +- std over the repeats); frames/s = x frame skip. "
@@ -93,6 +98,8 @@ def main() -> int:
     parser.add_argument("--frame-skip", type=int, default=4)
     parser.add_argument("--points", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compiled", action="store_true",
+                        help="step through torch.compile (the compile_env flag); the compile is not timed")
     parser.add_argument("--out-dir", default="", help="default: results/<machine-id>")
     parser.add_argument("--name", default="torch_pong_speed", help="file name stem of the JSON and table")
     args = parser.parse_args()
@@ -116,7 +123,7 @@ def main() -> int:
            "torch_threads": torch.get_num_threads(), "loadavg": loadavg, "warmup": args.warmup,
            "repeats": args.repeats, "seconds": args.seconds,
            "config": {"size": args.size, "stack": args.stack, "frame_skip": args.frame_skip,
-                      "points": args.points, "seed": args.seed},
+                      "points": args.points, "seed": args.seed, "compiled": args.compiled},
            "rows": rows}
     out = Path(args.out_dir) if args.out_dir else ROOT / "results" / doc["machine_id"]
     md = table(doc)

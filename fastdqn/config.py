@@ -90,6 +90,8 @@ class Flags:
     adam: str = _f("default", "Adam implementation: torch's default choice, foreach (multi-tensor) or fused",
                    choices=("default", "foreach", "fused"))
     bf16: bool = _f(False, "bf16 autocast for the forward passes of the update (weights stay fp32)")
+    compile_env: bool = _f(False, "torch_pong: torch.compile the games' step (physics and render fused into "
+                                  "a few kernels instead of some hundreds of small ones)")
 
 
 @dataclass
@@ -290,6 +292,8 @@ def validate(cfg: Config, device=None) -> None:
     if hp.env == TORCH_PONG and (f.backend != "sequential" or f.wrappers != "baseline"):
         raise UsageError(f"env {TORCH_PONG} steps all its games in one tensor call and renders its own "
                          f"frames: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")
+    if f.compile_env and hp.env != TORCH_PONG:
+        raise UsageError(f"compile_env compiles torch_pong's step: expected --env {TORCH_PONG}, got {hp.env!r}")
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
     if f.backend.startswith("ale") and f.wrappers != "baseline":

@@ -62,6 +62,7 @@ BAD_INPUT = [
     pytest.param(["--loop", "device"], "PongNoFrameskip-v4", id="device-loop-needs-torch-pong"),
     pytest.param(["--env", "torch_pong", "--backend", "ale_sync"], "ale_sync", id="torch-pong-backend"),
     pytest.param(["--loop", "ptan", "--replay", "device"], "ptan", id="ptan-with-fast-flags"),
+    pytest.param(["--compile-env", "true"], "compile_env", id="compile-env-needs-torch-pong"),
     pytest.param(["--adam", "sgd"], "sgd", id="unknown-adam"),
     pytest.param(["--updates-per-step", "-1"], "-1", id="negative-replay-ratio"),
     pytest.param(["--pong-size", "8"], "8", id="pong-size-too-small"),

@@ -407,3 +407,35 @@ def test_vec_env_no_transition_crosses_an_episode(points, cap):
     else:
         assert {length for _, _, length in episodes} == {cap // 4}
         assert all(ev[5] and not ev[4] for ev in ends)
+
+
+
+def assert_same_games(a: TorchPong, b: TorchPong, steps: int = 300) -> None:
+    """Step both with the same random actions from the same seed: every step's fields and the final
+    states equal, and at least one game ended (the restart path ran)."""
+    gen = torch.Generator().manual_seed(3)
+    a.reset(5), b.reset(5)
+    ended = 0
+    for _ in range(steps):
+        actions = torch.randint(0, 6, (a.num_envs,), generator=gen)
+        ra, rb = a.step(actions.to(a.device)), b.step(actions.to(b.device))
+        for f in fields(ra):
+            assert torch.equal(getattr(ra, f.name).cpu(), getattr(rb, f.name).cpu()), f.name
+        ended += int(ra.done.sum())
+    for f in fields(a.state):
+        assert torch.equal(getattr(a.state, f.name).cpu(), getattr(b.state, f.name).cpu()), f.name
+    assert ended > 0
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_the_eager_step():
+    """compile_env: the compiled games' step gives the eager step's bits (integer physics), through
+    points, game ends and restarts."""
+    # frame skip 2: the same ops as 4 in half the graph (compiling is most of this test's time)
+    kw = dict(stack=2, frame_skip=2, size=36, points=2)
+    assert_same_games(TorchPong(8, "cpu", **kw), TorchPong(8, "cpu", compiled=True, **kw))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_cuda_step_matches_the_eager_cpu_step():
+    assert_same_games(TorchPong(64, "cpu", points=2), TorchPong(64, "cuda", points=2, compiled=True))

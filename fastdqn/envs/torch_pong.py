@@ -186,7 +186,8 @@ class TorchPong:
     """N Pong games on `device`, stepped together; see the module docstring for the rules."""
 
     def __init__(self, num_envs: int, device="cpu", stack: int = 4, frame_skip: int = 4, size: int = 84,
-                 points: int = 21, max_episode_frames: int = 108_000, background: int = BACKGROUND):
+                 points: int = 21, max_episode_frames: int = 108_000, background: int = BACKGROUND,
+                 compiled: bool = False):
         self.num_envs, self.device = num_envs, torch.device(device)
         self.stack, self.frame_skip, self.size = stack, frame_skip, size
         self.points, self.max_episode_frames = points, max_episode_frames
@@ -202,6 +203,9 @@ class TorchPong:
             background[a:b] = WALL
         self._background = background
         self._paddle_cols = [slice(*pixel_span(x, x + PADDLE_W, size)) for x in (OPP_X, AGENT_X)]
+        # eager, the physics and the render are some hundreds of small kernels per step (launch-bound
+        # on a GPU below ~10k games); compiled, inductor fuses them into a few
+        self._advance = torch.compile(self._games_step, dynamic=False) if compiled else self._games_step  # flag site: compile_env
         self.reset(0)
 
     def reset(self, seed: int = 0) -> torch.Tensor:
@@ -303,10 +307,12 @@ class TorchPong:
         ball = ball_rows[:, :, None] & rows(s.ball_x, s.ball_x + BALL_W)[:, None, :]
         return torch.where(ball, BALL_GRAY, frame)
 
-    def step(self, actions: torch.Tensor) -> PongStep:
-        """Repeat `actions` ((N,) int64 on the device) for frame_skip frames in every game."""
+    def _games_step(self, state: PongState, actions: torch.Tensor):
+        """The games' part of a step, tensor ops only (what compile_env compiles): (the state with
+        ended games restarted, reward, terminated, truncated, done, the score difference and agent
+        steps of each game before the restart, the new frame)."""
         move = self._moves[actions]
-        s, reward = self.state, torch.zeros(self.num_envs, dtype=torch.int32, device=self.device)
+        s, reward = state, torch.zeros(self.num_envs, dtype=torch.int32, device=self.device)
         for _ in range(self.frame_skip):
             s, r = self._frame(s, move)
             reward = reward + r
@@ -315,22 +321,28 @@ class TorchPong:
         terminated = (s.score_agent >= self.points) | (s.score_opp >= self.points)
         truncated = (s.frames >= self.max_episode_frames) & ~terminated
         done = terminated | truncated
+        return (s.restart(done), reward.float(), terminated, truncated, done,
+                (s.score_agent - s.score_opp).float(), s.steps.long(), self.render(s))
+
+    def step(self, actions: torch.Tensor) -> PongStep:
+        """Repeat `actions` ((N,) int64 on the device) for frame_skip frames in every game."""
+        state, reward, terminated, truncated, done, score, length, frame = self._advance(self.state, actions)
         # next_obs in rows 0..N-1 of a buffer whose row N is the reset obs; obs gathers row N where
         # done (a row gather is faster than a torch.where over the pixels on CPU)
         buffer = torch.empty((self.num_envs + 1,) + self.obs.shape[1:], dtype=torch.uint8, device=self.device)
         buffer[-1] = self._reset_obs[0]
-        next_obs = torch.cat([self.obs[:, 1:], self.render(s)[:, None]], 1, out=buffer[:-1])
+        next_obs = torch.cat([self.obs[:, 1:], frame[:, None]], 1, out=buffer[:-1])
         obs = buffer.index_select(0, torch.where(done, self.num_envs, self._rows))
-        result = PongStep(self._rows, obs, next_obs, reward.float(), terminated, truncated, done,
-                          (s.score_agent - s.score_opp).float(), s.steps.long())
-        self.state, self.obs = s.restart(done), obs
+        result = PongStep(self._rows, obs, next_obs, reward, terminated, truncated, done, score, length)
+        self.state, self.obs = state, obs
         return result
 
 
-def make_torch_pong(hp, num_envs: int, device="cpu") -> TorchPong:
+def make_torch_pong(hp, num_envs: int, device="cpu", compiled: bool = False) -> TorchPong:
     """TorchPong with the run's stack, frame skip, frame size, points, episode cap and court level."""
     return TorchPong(num_envs, device, stack=hp.stack, frame_skip=hp.frame_skip, size=hp.pong_size,
-                     points=hp.pong_points, max_episode_frames=hp.max_episode_frames, background=hp.pong_background)
+                     points=hp.pong_points, max_episode_frames=hp.max_episode_frames, background=hp.pong_background,
+                     compiled=compiled)
 
 
 class TorchPongVecEnv:
@@ -341,8 +353,8 @@ class TorchPongVecEnv:
     CPU the arrays share memory with the env's tensors (which it never writes again): read them,
     do not write to them."""
 
-    def __init__(self, hp, num_envs: int, device="cpu"):
-        self.env = make_torch_pong(hp, num_envs, device)
+    def __init__(self, hp, num_envs: int, device="cpu", compiled: bool = False):
+        self.env = make_torch_pong(hp, num_envs, device, compiled)
         self.num_envs = self.batch = num_envs
         self.single_observation_space = self.env.single_observation_space
         self.single_action_space = self.env.single_action_space

@@ -72,7 +72,7 @@ def make_vec_env(hp, flags):
     copies = flags.envs  # flag site: envs
     if hp.env == TORCH_PONG:
         from .torch_pong import TorchPongVecEnv
-        return TorchPongVecEnv(hp, copies, device="cpu")
+        return TorchPongVecEnv(hp, copies, device="cpu", compiled=flags.compile_env)
     if flags.backend == "sequential":  # flag site: backend
         return SequentialVecEnv(hp, copies, flags.wrappers)
     from . import backends

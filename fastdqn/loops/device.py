@@ -61,7 +61,7 @@ class HostReadback:
 def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
-    env = make_torch_pong(hp, flags.envs, device)  # flag site: envs (the games on the device)
+    env = make_torch_pong(hp, flags.envs, device, flags.compile_env)  # flag site: envs (the games on the device)
     obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
     learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
     replay = FrameReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, hp.gamma, hp.n_step, device)
