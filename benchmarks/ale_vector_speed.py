@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +26,7 @@ from test_env_speed import Driver  # noqa: E402
 
 from fastdqn.config import Hyperparams  # noqa: E402
 from fastdqn.envs.backends import AleVecEnv  # noqa: E402
-from fastdqn.results import git_info, hardware, machine_id, versions, write_json_atomic  # noqa: E402
+from fastdqn.results import benchmark_doc, write_benchmark  # noqa: E402
 
 
 def measure(n: int, mode: str, args) -> dict:
@@ -88,15 +87,9 @@ def main() -> int:
         for mode in modes:
             rows.append(measure(n, mode, args))
             print(f"N={n:>3} {mode:>5}: {rows[-1]['agent_steps_per_s']:>10,.0f} agent steps/s", flush=True)
-    hw = hardware()
-    doc = {"benchmark": "ale_vector_speed", "machine_id": machine_id(hw), "hardware": hw, "versions": versions(),
-           "git": git_info(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "threads": args.threads, "seconds": args.seconds, "repeats": args.repeats, "warmup": args.warmup,
-           "loadavg": loadavg, "rows": rows}
-    out = Path(args.out_dir) if args.out_dir else HERE.parent / "results" / doc["machine_id"]
-    write_json_atomic(out / f"{args.name}.json", doc)
-    (out / f"{args.name}.md").write_text(table(doc))
-    print(f"written: {out / (args.name + '.json')}, {out / (args.name + '.md')}", file=sys.stderr)
+    doc = {**benchmark_doc("ale_vector_speed"), "threads": args.threads, "seconds": args.seconds,
+           "repeats": args.repeats, "warmup": args.warmup, "loadavg": loadavg, "rows": rows}
+    write_benchmark(doc, table(doc), args.out_dir, args.name)
     return 0
 
 

@@ -26,7 +26,6 @@ import dataclasses
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -160,7 +159,7 @@ def main() -> int:
     if args.repeats < 1 or args.warmup < 1 or args.seconds_per_cell <= 0:
         parser.error("--repeats and --warmup must be >= 1, --seconds-per-cell > 0")
 
-    from fastdqn.results import cpu_model, cuda_math, git_info, hardware, machine_id, versions, write_json_atomic
+    from fastdqn.results import benchmark_doc, cpu_model, cuda_math, write_benchmark
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     if args.threads:
@@ -184,10 +183,8 @@ def main() -> int:
                 ups = cell["updates_per_second"]
                 print(f"{setting:>20} batch {b:4d}: {ups['mean']:9.2f} ± {ups['std']:.2f} updates/s "
                       f"(warm-up {cell['warmup_seconds']:.1f} s)", file=sys.stderr)
-    hw = hardware()
     result = {
-        "benchmark": "learner_speed", "machine_id": machine_id(hw), "hardware": hw, "versions": versions(),
-        "git": git_info(), "device": str(device),
+        **benchmark_doc("learner_speed"), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "torch_threads": torch.get_num_threads(), "net": f"NatureDQN({OBS_SHAPE[0]}, {N_ACTIONS})",
         "obs_shape": list(OBS_SHAPE), "batch_sizes": args.batch_sizes, "settings": settings,
@@ -198,10 +195,7 @@ def main() -> int:
         "cuda_math": cuda_math(),
         "cells": cells,
     }
-    out = Path(args.out) if args.out else Path("results") / result["machine_id"]
-    write_json_atomic(out / f"{args.name}.json", result)
-    (out / f"{args.name}.md").write_text(markdown(result))
-    print(f"written: {out / (args.name + '.json')}, {out / (args.name + '.md')}", file=sys.stderr)
+    write_benchmark(result, markdown(result), args.out, args.name)
     return 0
 
 

@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fastdqn.envs.torch_pong import TorchPong  # noqa: E402
-from fastdqn.results import git_info, hardware, machine_id, versions, write_json_atomic  # noqa: E402
+from fastdqn.results import benchmark_doc, write_benchmark  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -115,22 +114,18 @@ def main() -> int:
         r = rows[-1]
         print(f"N={n:>6}: {r['agent_steps_per_s']:>14,.0f} agent steps/s (+-{r['agent_steps_per_s_std']:,.0f}), "
               f"{r['frames_per_s']:>14,.0f} frames/s", flush=True)
-    hw = hardware()
-    doc = {"benchmark": "torch_pong_speed", "machine_id": machine_id(hw), "hardware": hw, "versions": versions(),
-           "git": git_info(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "device": str(device),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else hw["cpu"],
-           "torch_threads": torch.get_num_threads(), "loadavg": loadavg, "warmup": args.warmup,
-           "repeats": args.repeats, "seconds": args.seconds,
-           "config": {"size": args.size, "stack": args.stack, "frame_skip": args.frame_skip,
-                      "points": args.points, "seed": args.seed, "compiled": args.compiled},
-           "rows": rows}
-    out = Path(args.out_dir) if args.out_dir else ROOT / "results" / doc["machine_id"]
+    doc = benchmark_doc("torch_pong_speed")
+    doc.update({
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else doc["hardware"]["cpu"],
+        "torch_threads": torch.get_num_threads(), "loadavg": loadavg, "warmup": args.warmup,
+        "repeats": args.repeats, "seconds": args.seconds,
+        "config": {"size": args.size, "stack": args.stack, "frame_skip": args.frame_skip,
+                   "points": args.points, "seed": args.seed, "compiled": args.compiled},
+        "rows": rows})
     md = table(doc)
     print(md)
-    write_json_atomic(out / f"{args.name}.json", doc)
-    (out / f"{args.name}.md").write_text(md)
-    print(f"written: {out / (args.name + '.json')}, {out / (args.name + '.md')}", file=sys.stderr)
+    write_benchmark(doc, md, args.out_dir, args.name)
     return 0
 
 

@@ -8,6 +8,7 @@ import platform
 import re
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -159,6 +160,24 @@ def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def benchmark_doc(benchmark: str) -> dict:
+    """The head of a benchmark script's JSON: what ran, where, on which code and when."""
+    hw = hardware()
+    return {"benchmark": benchmark, "machine_id": machine_id(hw), "machine": machine_name(), "hardware": hw,
+            "versions": versions(), "git": git_info(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+
+
+def write_benchmark(doc: dict, markdown: str, out_dir: str | os.PathLike = "", name: str = "") -> Path:
+    """`<name>.json` and `<name>.md` into out_dir (default: results/<machine_id>/); returns the JSON's path."""
+    out = Path(out_dir) if out_dir else Path(__file__).resolve().parent.parent / "results" / doc["machine_id"]
+    name = name or doc["benchmark"]
+    write_json_atomic(out / f"{name}.json", doc)
+    (out / f"{name}.md").write_text(markdown)
+    print(f"written: {out / (name + '.json')}, {out / (name + '.md')}", file=sys.stderr)
+    return out / f"{name}.json"
 
 
 def _finite(x):
