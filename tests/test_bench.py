@@ -10,6 +10,7 @@ import pytest
 from fastdqn.bench.matrix import load_matrix
 from fastdqn.bench.report import collect, write_report
 from fastdqn.cli import main
+from fastdqn.config import build_config
 from fastdqn.errors import UsageError
 
 GOOD = """
@@ -140,3 +141,18 @@ def test_report_skips_corrupt_result_by_name(tmp_path, capsys):
     text = path.read_text()
     assert "## m1 / mx" in text and "| baseline | 1 |" in text and "| broken |" not in text
     assert set(collect(root)[("m1", "mx")]) == {"baseline"}
+
+
+def test_committed_matrices_load_and_the_headline_reruns_the_solved_cell():
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    matrices = {p.stem: load_matrix(p) for p in sorted(bench.glob("*.toml"))}
+    assert {"solve_cpu", "solve_headline"} <= set(matrices)
+
+    def settings(matrix, cell):
+        c = next(c for c in matrices[matrix].cells if c.name == cell)
+        d = build_config(c.preset, None, c.settings).to_dict()
+        d.pop("preset")
+        return d
+    assert (settings("solve_headline", "solve_recipe_t2")
+            == settings("solve_cpu", "a5_n3_double_u0125_bf16_compile_t2"))
+    assert 123 in matrices["solve_headline"].seeds
