@@ -115,6 +115,7 @@ class RunSettings:
 
 GROUPS = {"hyperparams": Hyperparams, "flags": Flags, "run": RunSettings}
 
+_ALE_VECTOR = {"backend": "ale_async", "envs": 8, "async_batch": 4}
 PRESETS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "slow_grads": {"no_grad": False},
@@ -123,9 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "parallel": {"parallel": True},
     "new_wrappers_n_envs": {"wrappers": "fast", "stack": 2, "envs": 3},
     "new_wrappers_parallel": {"wrappers": "fast", "stack": 2, "parallel": True},
-    "ale_vector": {"backend": "ale_async", "envs": 8, "async_batch": 4},
-    "solve_recipe": {"backend": "ale_async", "envs": 8, "async_batch": 4, "n_step": 3, "double": True,
-                     "updates_per_step": 0.125, "bf16": True, "compile": True},
+    "ale_vector": _ALE_VECTOR,
+    "solve_recipe": {**_ALE_VECTOR, "n_step": 3, "double": True, "updates_per_step": 0.125, "bf16": True,
+                     "compile": True},
 }
 PRESET_DOCS = {
     "baseline": "the book's baseline: 1 env, DeepMind wrappers, 1 env step + 1 SGD step per iteration",
