@@ -5,6 +5,10 @@ Ctrl-C is: the first SIGINT or SIGTERM raises StopRequested, a KeyboardInterrupt
 Ctrl-C path (result written as interrupted, children stopped and reaped) serves both. Later
 ones are ignored: a stop in progress is bounded already, and a second signal (a process group
 gets the supervisor's and its parent's) must not cut its cleanup or the result write short.
+
+A training loop takes its stop at safe points (stops_at_safe_points): raised wherever the main
+thread happens to be, it can land between a lock's acquire and its release (queue, logging,
+TensorBoard's writer), and the cleanup after it then waits on that lock for good.
 """
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ import contextlib
 import signal
 import tempfile
 import threading
+import _thread
 from pathlib import Path
 
 from .errors import UsageError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAFE_POINT_GRACE_S = 5.0  # a loop that reaches no stop_point() this long after a stop (a long
+# compile) gets it raised where it is
 _received: list[int] = []  # the stop signal this process got: libraries that catch StopRequested
 # in their own waits (ray.wait) raise a plain KeyboardInterrupt in its place
 
@@ -66,7 +73,11 @@ def stop_requests():
     def handler(signum, _frame):
         if not _received:
             _received.append(signum)
-            raise StopRequested(signum)
+            if not _safe.active:
+                raise StopRequested(signum)
+            _safe.defer(signum)
+        elif _safe.overdue:  # the grace timer's call: no safe point came in time
+            raise _safe.take()
 
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig, old in before.items():
@@ -78,6 +89,63 @@ def stop_requests():
         for sig, old in before.items():
             if old is not None:  # None: set outside Python, cannot be restored from here
                 signal.signal(sig, old)
+
+
+class _SafePoints:
+    """A stop received inside stops_at_safe_points(), not raised yet, and its grace timer."""
+
+    def __init__(self):
+        self.active, self.pending, self.overdue, self.timer = False, None, False, None
+        self.grace_s = SAFE_POINT_GRACE_S
+
+    def defer(self, signum: int) -> None:
+        self.pending = signum
+        self.timer = threading.Timer(self.grace_s, self._expire, args=(signum,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self, signum: int) -> None:  # timer thread: hand the stop to the main thread now
+        if self.active and self.pending is not None:
+            self.overdue = True
+            _thread.interrupt_main(signum)  # runs the handler in the main thread, as a signal would
+
+    def take(self) -> StopRequested:
+        signum, self.pending, self.overdue = self.pending, None, False
+        return StopRequested(signum)
+
+    def reset(self) -> int | None:
+        """Leave: cancel the timer; the stop still pending, if any."""
+        if self.timer is not None:
+            self.timer.cancel()
+        pending = self.pending
+        self.active, self.pending, self.overdue, self.timer = False, None, False, None
+        return pending
+
+
+_safe = _SafePoints()
+
+
+@contextlib.contextmanager
+def stops_at_safe_points(grace_s: float = SAFE_POINT_GRACE_S):
+    """Inside, a stop request (stop_requests) is raised at the next stop_point() the main thread
+    reaches, or grace_s after it came where none did; one still pending at the end is raised
+    there. Loops call stop_point() between iterations and in their waits."""
+    if not _main_thread():
+        yield
+        return
+    _safe.active, _safe.grace_s = True, grace_s
+    try:
+        yield
+    finally:
+        pending = _safe.reset()
+    if pending is not None:  # the body ended normally as the stop came
+        raise StopRequested(pending)
+
+
+def stop_point() -> None:
+    """A safe place for the main thread to stop: raises the stop request it deferred, if any."""
+    if _safe.pending is not None and _main_thread():
+        raise _safe.take()
 
 
 @contextlib.contextmanager

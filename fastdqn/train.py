@@ -10,7 +10,7 @@ import torch
 from .config import validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
-from .lifecycle import check_writable_dir, describe, stops_held
+from .lifecycle import check_writable_dir, describe, stops_at_safe_points, stops_held
 from .results import build_result, git_info, write_json_atomic
 from .telemetry import Telemetry
 
@@ -96,7 +96,8 @@ def train(cfg) -> dict:
     try:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        run_loop(cfg, device, telemetry)
+        with stops_at_safe_points():  # a stop ends the loop between iterations (lifecycle)
+            run_loop(cfg, device, telemetry)
         reason = telemetry.stop_reason
         status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
     except KeyboardInterrupt as e:

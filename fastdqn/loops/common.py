@@ -6,7 +6,9 @@ import random
 
 import numpy as np
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
+
+from ..lifecycle import stop_point
 
 
 def seed_everything(seed: int) -> None:
@@ -24,6 +26,7 @@ def run_engine(iteration, cfg, telemetry) -> None:
     torch.backends.cudnn.benchmark = True
     engine = Engine(iteration)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress and cfg.run.progress_every)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: stop_point())  # counted, then stopped
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
 
 

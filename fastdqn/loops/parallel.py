@@ -51,6 +51,7 @@ from ..agent import EpsilonGreedy, epsilon_at
 from ..envs import make_vec_env
 from ..errors import ProcessFailed
 from ..learner import Learner
+from ..lifecycle import stop_point
 from ..model import make_net
 from ..profile import PhaseTimer
 from ..replay import make_replay, newest_frames, sampler
@@ -247,6 +248,7 @@ class Players:
     def next_chunk(self) -> dict:
         """The next chunk of any player; raises ProcessFailed when a player died, raised or stalled."""
         while True:
+            stop_point()
             self._check()
             self._check_stalls()
             try:
