@@ -100,12 +100,13 @@ class _SafePoints:
 
     def defer(self, signum: int) -> None:
         self.pending = signum
-        self.timer = threading.Timer(self.grace_s, self._expire, args=(signum,))
+        self.timer = threading.Timer(self.grace_s, self._expire)
         self.timer.daemon = True
         self.timer.start()
 
-    def _expire(self, signum: int) -> None:  # timer thread: hand the stop to the main thread now
-        if self.active and self.pending is not None:
+    def _expire(self) -> None:  # timer thread: hand the stop to the main thread now
+        signum = self.pending
+        if self.active and signum is not None:
             self.overdue = True
             _thread.interrupt_main(signum)  # runs the handler in the main thread, as a signal would
 

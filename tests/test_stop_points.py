@@ -4,6 +4,7 @@ period without one it is raised where the thread is, and one still pending at th
 there. Outside, a stop raises at once, as before."""
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -60,7 +61,10 @@ def test_a_stop_pending_at_the_end_is_raised_there():
             send()
             spin(0.2)  # the body ends before any stop point
         pytest.fail("the pending stop was dropped")
-    time.sleep(0.1)  # and its grace timer is cancelled: nothing raised later
+    end = time.monotonic() + 2.0  # and its grace timer is cancelled, not left to fire later
+    while any(isinstance(t, threading.Timer) for t in threading.enumerate()) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(isinstance(t, threading.Timer) for t in threading.enumerate())
 
 
 def test_an_error_in_the_loop_wins_over_a_pending_stop():
