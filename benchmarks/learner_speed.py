@@ -2,7 +2,7 @@
 
     python benchmarks/learner_speed.py [--device auto] [--batch-sizes 32 128 512]
         [--settings eager foreach fused compile cuda_graph bf16] [--seconds-per-cell 5]
-        [--repeats 5] [--warmup 5] [--threads N] [--max-seconds S] [--out DIR] [--name STEM]
+        [--repeats 5] [--warmup 5] [--double] [--threads N] [--max-seconds S] [--out DIR] [--name STEM]
 
 Times the learner alone: NatureDQN (4 stacked 84x84 frames, Pong's 6 actions) and one random
 Pong-shaped uint8 batch already on the device, updated again and again. Per cell (setting x batch
@@ -73,7 +73,8 @@ def measure_cell(setting: str, batch_size: int, device: torch.device, args) -> d
         return {**cell, "skipped": str(e)}
     torch._dynamo.reset()  # each compiled cell compiles afresh (and no recompile limit builds up)
     torch.manual_seed(0)
-    learner = Learner(NatureDQN(OBS_SHAPE[0], N_ACTIONS).to(device), Hyperparams(), flags, device)
+    hp = Hyperparams(double=args.double)  # Double DQN: one more forward pass per sample (s' through the online net)
+    learner = Learner(NatureDQN(OBS_SHAPE[0], N_ACTIONS).to(device), hp, flags, device)
     batch = pong_batch(batch_size, device)
     start = time.perf_counter()
     for _ in range(args.warmup):
@@ -119,7 +120,7 @@ def markdown(result: dict) -> str:
              f"NatureDQN, Pong-shaped uint8 batches on the device; mean ± std over {result['repeats']} runs of "
              f"about {result['seconds_per_cell'] / 2 / result['repeats']:.2g} s each per figure, after "
              f"{result['warmup']} warm-up updates; (xN): speed-up over eager at the same batch size. torch threads: "
-             f"{result['torch_threads']}. Pipelined: one sync per run, the host queues updates ahead of the device "
+             f"{result['torch_threads']}; loss: {'Double DQN' if result.get('double') else 'DQN'}. Pipelined: one sync per run, the host queues updates ahead of the device "
              f"(a ceiling); synced: the loss read after every update (one host sync per update).",
              "",
              "| setting | " + " | ".join(f"batch {b} pipelined | batch {b} synced" for b in sizes) + " |",
@@ -150,6 +151,7 @@ def main() -> int:
     parser.add_argument("--seconds-per-cell", type=float, default=5.0, help="timed seconds per setting x batch size")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (the spread is over these)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed updates per cell before the runs")
+    parser.add_argument("--double", action="store_true", help="the Double DQN loss (solve_recipe's)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--max-seconds", type=float, default=0.0,
                         help="start no cell after this many seconds (0 = no limit); the rest are recorded as skipped")
@@ -186,7 +188,7 @@ def main() -> int:
     result = {
         **benchmark_doc("learner_speed"), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "torch_threads": torch.get_num_threads(), "net": f"NatureDQN({OBS_SHAPE[0]}, {N_ACTIONS})",
+        "torch_threads": torch.get_num_threads(), "double": args.double, "net": f"NatureDQN({OBS_SHAPE[0]}, {N_ACTIONS})",
         "obs_shape": list(OBS_SHAPE), "batch_sizes": args.batch_sizes, "settings": settings,
         "seconds_per_cell": args.seconds_per_cell, "repeats": args.repeats, "warmup": args.warmup,
         "definition": "Learner.update calls per second on one batch already on the device, device "

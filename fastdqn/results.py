@@ -192,6 +192,15 @@ def phase_clock(device: str | None) -> str:
     return "host"
 
 
+def run_compute(cfg, telemetry, device: str, hw: dict) -> dict | None:
+    """The run's counted FLOPs, achieved GFLOP/s and share of this machine's peak (compute.py)."""
+    import torch  # not at the top: report and validation read results without torch
+
+    from .compute import compute_report, load_peaks
+    threads = cfg.run.threads or torch.get_num_threads()
+    return compute_report(telemetry.flops, telemetry, device, threads, cfg.flags.bf16, load_peaks(machine_id(hw)))
+
+
 def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict | None = None) -> dict:
     rewards = telemetry.rewards
     bound = rewards.bound
@@ -203,6 +212,7 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         solved[key] = {"rule": rule, **(hit or {"seconds": None, "steps": None, "episodes": None}),
                        "reason": reason}
     fps = _finite(telemetry.fps())
+    hw = hardware()
     result = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
@@ -210,7 +220,7 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "config": cfg.to_dict(),
         "git": git_info(),
         "versions": versions(),
-        "hardware": hardware(),
+        "hardware": hw,
         "machine": machine_name(),
         "steps": int(telemetry.steps),
         "episodes": len(telemetry.curve),
@@ -227,6 +237,7 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "fps_series": telemetry.fps_series,
         "phase_profile": {"trainer": telemetry.profile.report(telemetry.timer.value()),
                           "players": telemetry.player_profiles, "clock": phase_clock((extra or {}).get("device"))},
+        "compute": run_compute(cfg, telemetry, (extra or {}).get("device") or cfg.run.device, hw),
         "cuda_math": cuda_math(),
         "wall_seconds": float(telemetry.timer.value()),
         "solved": solved,

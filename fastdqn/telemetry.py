@@ -76,6 +76,7 @@ class Telemetry:
         self.progress: RunProgress | None = None
         self.updates = 0
         self.samples_per_update = 0  # set by the loop: the SGD batch size
+        self.flops = None  # set by the loop: compute.FlopCount of its net and loss
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
         self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
         self.stop_reason = "not started"

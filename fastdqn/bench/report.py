@@ -48,6 +48,17 @@ def _fmt(x, digits=1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _mean_compute(results: list[dict], key: str) -> float | None:
+    """Mean over the seeds that recorded it (results before the compute block have none)."""
+    values = [(r.get("compute") or {}).get(key) for r in results]
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _gflops(value, share) -> str:
+    return "-" if value is None else _fmt(value) + ("" if share is None else f" ({share:.0%})")
+
+
 def cell_stats(results: list[dict]) -> dict:
     fps = [r["fps"] for r in results if r["fps"] is not None]
     solve = [r["solved"]["mean100"]["seconds"] for r in results if r["solved"]["mean100"]["seconds"] is not None]
@@ -63,15 +74,17 @@ def cell_stats(results: list[dict]) -> dict:
         "steps_median": statistics.median(steps) if steps else None,
         "steps": statistics.mean(r["steps"] for r in results),
         "statuses": sorted({r["status"] for r in results}),
+        **{k: _mean_compute(results, k) for k in ("loop_gflops", "loop_share_of_peak", "learn_gflops",
+                                                    "learn_share_of_peak", "act_gflops", "act_share_of_peak")},
     }
 
 
 def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
     stats = {c: cell_stats(cells[c]) for c in order}
     base = stats.get(BASELINE_CELL, {}).get("fps")
-    lines = ["| cell | seeds | FPS (agent steps/s) | spread | frames/s | vs baseline | steps run | "
-             "time to solve, median [min, max] | solved | steps to solve | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| cell | seeds | FPS (agent steps/s) | spread | frames/s | vs baseline | GFLOP/s (of peak) | "
+             "steps run | time to solve, median [min, max] | solved | steps to solve | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in order:
         s = stats[c]
         spread = "-" if s["fps"] is None else f"{_fmt(s['fps_min'])}-{_fmt(s['fps_max'])}"
@@ -79,8 +92,8 @@ def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
         solve = "-" if s["solve_median"] is None else (
             f"{_fmt(s['solve_median'] / 60)} min [{_fmt(s['solve_min'] / 60)}, {_fmt(s['solve_max'] / 60)}]")
         lines.append(f"| {c} | {s['seeds']} | {_fmt(s['fps'])} | {spread} | {_fmt(s['frames'])} | {ratio} | "
-                     f"{_fmt(s['steps'], 0)} | {solve} | {s['solved']}/{s['seeds']} | {_fmt(s['steps_median'], 0)} | "
-                     f"{', '.join(s['statuses'])} |")
+                     f"{_gflops(s['loop_gflops'], s['loop_share_of_peak'])} | {_fmt(s['steps'], 0)} | {solve} | "
+                     f"{s['solved']}/{s['seeds']} | {_fmt(s['steps_median'], 0)} | {', '.join(s['statuses'])} |")
     return "\n".join(lines)
 
 
@@ -88,8 +101,8 @@ def phase_table(cells: dict[str, list[dict]], order: list[str]) -> str:
     """Share of the trainer's wall time per phase, mean over seeds; players' shares when parallel."""
     from ..profile import PHASES
     names = list(PHASES) + ["other"]
-    lines = ["| cell | " + " | ".join(names) + " | players: env / act / queue_wait |",
-             "|---|" + "---|" * (len(names) + 1)]
+    lines = ["| cell | " + " | ".join(names) + " | players: env / act / queue_wait | learn GFLOP/s | act GFLOP/s |",
+             "|---|" + "---|" * (len(names) + 3)]
     for c in order:
         shares = [r.get("phase_profile", {}).get("trainer", {}).get("share", {}) for r in cells[c]]
         row = [statistics.mean(s.get(p, 0.0) for s in shares) for p in names]
@@ -97,7 +110,10 @@ def phase_table(cells: dict[str, list[dict]], order: list[str]) -> str:
                    if isinstance(p, dict) and "share" in p]
         play = "-" if not players else " / ".join(
             f"{statistics.mean(p.get(k, 0.0) for p in players):.0%}" for k in ("env", "act", "queue_wait"))
-        lines.append(f"| {c} | " + " | ".join(f"{v:.0%}" for v in row) + f" | {play} |")
+        s = cell_stats(cells[c])
+        lines.append(f"| {c} | " + " | ".join(f"{v:.0%}" for v in row) + f" | {play} | "
+                     f"{_gflops(s['learn_gflops'], s['learn_share_of_peak'])} | "
+                     f"{_gflops(s['act_gflops'], s['act_share_of_peak'])} |")
     return "\n".join(lines)
 
 

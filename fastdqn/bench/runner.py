@@ -28,7 +28,7 @@ from .matrix import Cell, Matrix
 
 SUMMARY_COLUMNS = ["cell", "seed", "preset", "status", "steps", "episodes", "updates", "fps",
                    "frames_per_second", "wall_seconds", "solve_seconds_mean100", "solve_steps_mean100",
-                   "solve_seconds_ema", "last_mean100"]
+                   "solve_seconds_ema", "last_mean100", "loop_gflops", "loop_share_of_peak"]
 
 
 def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), progress: bool = True,
@@ -86,7 +86,9 @@ def summary_row(cell: Cell, seed: int, result: dict) -> dict:
             "fps": result["fps"], "frames_per_second": result["frames_per_second"],
             "wall_seconds": round(result["wall_seconds"], 2), "solve_seconds_mean100": mean100["seconds"],
             "solve_steps_mean100": mean100["steps"], "solve_seconds_ema": ema["seconds"],
-            "last_mean100": result.get("last_mean100")}
+            "last_mean100": result.get("last_mean100"),
+            "loop_gflops": (result.get("compute") or {}).get("loop_gflops"),
+            "loop_share_of_peak": (result.get("compute") or {}).get("loop_share_of_peak")}
 
 
 def write_summary(folder: Path, matrix: Matrix) -> None:
