@@ -57,6 +57,10 @@ class Hyperparams:
                         "N steps on; cut at episode ends (1 = the book)", min=1, max=100)
     double: bool = _f(False, "Double DQN target: the online net picks the next action, the target net "
                              "values it (off = the book's max over the target net)")
+    adam_eps: float = _f(1e-8, "Adam's epsilon, added to the root of its second moment (1e-8: torch's "
+                               "default, the book's; Rainbow uses 1.5e-4)", min=0.0)
+    dueling: bool = _f(False, "dueling head (Wang et al. 2016): Q = V + A - mean(A) from two streams of "
+                              "the head's size (off = the book's single head)")
 
 
 @dataclass

@@ -22,14 +22,14 @@ from .config import check_flags
 from .loss import make_target, sgd_step, sync_target
 
 
-def make_optimizer(params, lr: float, adam: str, capturable: bool = False) -> torch.optim.Adam:
+def make_optimizer(params, lr: float, adam: str, capturable: bool = False, eps: float = 1e-8) -> torch.optim.Adam:
     """"default" leaves the choice to torch (foreach when all params are on
     CUDA, the per-parameter loop on the CPU)."""
     kinds = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
     if adam not in kinds:
         raise ValueError(f"unknown adam {adam!r}: expected one of {', '.join(kinds)}")
     # capturable keeps Adam's step counters on the device, so a CUDA graph can replay the step
-    return torch.optim.Adam(params, lr=lr, capturable=capturable, **kinds[adam])  # flag site: adam
+    return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable, **kinds[adam])  # flag site: adam
 
 
 class Bf16Forward(nn.Module):
@@ -56,7 +56,8 @@ class Learner:
         self.device = torch.device(device)
         check_flags(flags, self.device)
         self.net, self.tgt_net = net, make_target(net)
-        self.optimizer = make_optimizer(net.parameters(), hp.lr, flags.adam, capturable=flags.cuda_graph)
+        self.optimizer = make_optimizer(net.parameters(), hp.lr, flags.adam, capturable=flags.cuda_graph,
+                                        eps=hp.adam_eps)
         self.kind, self.no_grad, self.double = hp.loss, flags.no_grad, hp.double
         if flags.bf16:
             self._net, self._tgt = Bf16Forward(self.net, self.device.type), Bf16Forward(self.tgt_net, self.device.type)

@@ -171,3 +171,45 @@ def test_double_dqn_target_by_hand(no_grad):
     assert plain.item() == pytest.approx(((q - y_max) ** 2).mean().item(), rel=1e-6)
     double.backward()
     assert tgt.weight.grad is None  # the target stays a constant
+
+
+# --- dueling head and Adam's epsilon --------------------------------------------------------
+
+def test_dueling_head_is_value_plus_centred_advantage():
+    from fastdqn.model import DuelingHead
+    head = DuelingHead(2, 3, 2)
+    with torch.no_grad():
+        for stream, w2, b2 in ((head.value, [[1.0, 0.0, 2.0]], [0.5]),
+                               (head.advantage, [[1.0, 1.0, 0.0], [0.0, -1.0, 1.0]], [0.0, 1.0])):
+            stream[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]))
+            stream[0].bias.zero_()
+            stream[2].weight.copy_(torch.tensor(w2))
+            stream[2].bias.copy_(torch.tensor(b2))
+    # x = (2, 1): hidden relu(2, 1, 1); V = 2 + 2 + 0.5 = 4.5; A = (3, 0 - 1 + 1 + 1) = (3, 1), mean 2
+    q = head(torch.tensor([[2.0, 1.0]]))
+    assert q.tolist() == [[4.5 + 3 - 2, 4.5 + 1 - 2]]
+
+
+def test_dueling_nets_and_the_plain_ones_keep_their_layers():
+    plain = make_net((4,), 2, 16)
+    assert [k for k in plain.state_dict()] == [f"net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+    for shape in ((4,), (4, 84, 84)):
+        net = make_net(shape, 6, 16, dueling=True)
+        x = torch.zeros(3, *shape, dtype=torch.uint8 if len(shape) == 3 else torch.float32)
+        assert net(x).shape == (3, 6)
+        assert any(".value." in k for k in net.state_dict()) and any(".advantage." in k for k in net.state_dict())
+
+
+def test_adam_eps_reaches_the_step():
+    from fastdqn.learner import make_optimizer
+    # Adam's first step: m_hat = g, v_hat = g^2, so p -= lr * g / (|g| + eps)
+    for eps in (1e-8, 1.5e-4):
+        p = torch.nn.Parameter(torch.tensor([1.0]))
+        opt = make_optimizer([p], lr=0.1, adam="default", eps=eps)
+        p.grad = torch.tensor([1e-4])
+        opt.step()
+        assert p.item() == pytest.approx(1.0 - 0.1 * 1e-4 / (1e-4 + eps), rel=1e-5)
+    from fastdqn.config import Flags, Hyperparams
+    from fastdqn.learner import Learner
+    learner = Learner(make_net((4,), 2, 8), Hyperparams(adam_eps=1.5e-4), Flags(), CPU)
+    assert learner.optimizer.param_groups[0]["eps"] == 1.5e-4

@@ -64,7 +64,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     seed_everything(hp.seed)
     env = make_torch_pong(hp, flags.envs, device, flags.compile_env)  # flag site: envs (the games on the device)
     obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
-    learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
+    learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden, hp.dueling).to(device), hp, flags, device)
     replay = FrameReplay(hp.replay_size, obs_shape, torch.uint8, env.num_envs, hp.gamma, hp.n_step, device)
     policy = EpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed)
     collector = Collector(env, policy, replay, telemetry.profile, hp.seed)

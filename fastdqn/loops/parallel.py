@@ -164,7 +164,7 @@ def _play(p: int, cfg, spaces: tuple, shared: dict, version, stop, q, num_player
         obs_shape, n_actions = env.single_observation_space.shape, int(env.single_action_space.n)
         if (obs_shape, n_actions) != spaces:  # the trainer sized its replay and net from one make_env
             raise ValueError(f"vector env spaces {(obs_shape, n_actions)} differ from make_env's {spaces}")
-        net = make_net(obs_shape, n_actions, hp.mlp_hidden).to(PLAYER_DEVICE)
+        net = make_net(obs_shape, n_actions, hp.mlp_hidden, hp.dueling).to(PLAYER_DEVICE)
         policy = EpsilonGreedy(net, n_actions, PLAYER_DEVICE, flags.no_grad, seed=seed)
         chunk = ChunkBuilder(obs_shape, offset=p * flags.envs)
         collector = Collector(env, policy, chunk, profile, seed)
@@ -325,7 +325,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)
     obs_shape, obs_dtype, n_actions = _spaces(hp, flags)
-    learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
+    learner = Learner(make_net(obs_shape, n_actions, hp.mlp_hidden, hp.dueling).to(device), hp, flags, device)
     net = learner.net
     to_device = make_to_device(device, flags.pinned)
     replay = make_replay(hp, flags, obs_shape, obs_dtype, flags.players * flags.envs, device, to_device)

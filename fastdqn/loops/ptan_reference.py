@@ -55,13 +55,13 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     hp, flags = cfg.hp, cfg.flags
     seed_everything(hp.seed)  # ptan draws exploration and replay samples from np.random
     env = make_ptan_env(hp)
-    net = make_net(env.observation_space.shape, int(env.action_space.n), hp.mlp_hidden).to(device)
+    net = make_net(env.observation_space.shape, int(env.action_space.n), hp.mlp_hidden, hp.dueling).to(device)
     tgt_net = ptan.agent.TargetNet(net)
     selector = ptan.actions.EpsilonGreedyActionSelector(epsilon=hp.epsilon_start)
     agent = ptan.agent.DQNAgent(net, selector, device=device)
     exp_source = ptan.experience.ExperienceSourceFirstLast(env, agent, gamma=hp.gamma, steps_count=1)
     buffer = ptan.experience.ExperienceReplayBuffer(exp_source, buffer_size=hp.replay_size)
-    optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr, eps=hp.adam_eps)
     telemetry.samples_per_update = hp.batch_size
     telemetry.flops = count_flops(net, env.observation_space.shape, env.observation_space.dtype, hp)
     profile = telemetry.profile

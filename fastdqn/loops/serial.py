@@ -26,7 +26,7 @@ def run(cfg, device, telemetry: Telemetry) -> None:
     seed_everything(hp.seed)
     env = make_vec_env(hp, flags)
     obs_space, n_actions = env.single_observation_space, int(env.single_action_space.n)
-    learner = Learner(make_net(obs_space.shape, n_actions, hp.mlp_hidden).to(device), hp, flags, device)
+    learner = Learner(make_net(obs_space.shape, n_actions, hp.mlp_hidden, hp.dueling).to(device), hp, flags, device)
     to_device = make_to_device(device, flags.pinned)
     replay = make_replay(hp, flags, obs_space.shape, obs_space.dtype, env.num_envs, device, to_device)
     policy = EpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed, to_device=to_device)
