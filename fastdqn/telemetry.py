@@ -76,7 +76,9 @@ class Telemetry:
         self.progress: RunProgress | None = None
         self.updates = 0
         self.samples_per_update = 0  # set by the loop: the SGD batch size
-        self.flops = None  # set by the loop: compute.FlopCount of its net and loss
+        self.flops = None  # compute.FlopCount of the loop's net and loss (track_net)
+        self.net = None    # the loop's online net, checkpointed when the run ends (track_net)
+        self.net_spaces: tuple | None = None  # (observation shape, action count) it was built for
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
         self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
         self.stop_reason = "not started"
@@ -85,6 +87,12 @@ class Telemetry:
         self._train_scalars: dict[str, float] = {}
 
     # --- called by the loops -------------------------------------------------------------
+    def track_net(self, net, obs_shape, obs_dtype, n_actions: int, hp) -> None:
+        """The loop's online net: its FLOPs counted now, its weights checkpointed at the end."""
+        from .compute import count_flops
+        self.flops = count_flops(net, obs_shape, obs_dtype, hp)
+        self.net, self.net_spaces = net, (tuple(obs_shape), int(n_actions))
+
     def episodes_ended(self, engine: Engine, episodes) -> None:
         for _, reward, length in episodes:
             wall = self.timer.value()

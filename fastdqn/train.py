@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import checkpoint_path, save_checkpoint
 from .config import validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
@@ -78,6 +79,20 @@ def save(out: Path, result: dict) -> None:
     print(f"result: {out} ({result['stop_reason']})", file=sys.stderr)
 
 
+def write_checkpoint(out: Path, cfg, telemetry) -> str | None:
+    """The online net beside the result (checkpoint.py); None when the loop built none (a run that
+    failed before) or the file could not be written (the result is still written, and says so)."""
+    if telemetry.net is None:
+        return None
+    path = checkpoint_path(out)
+    try:
+        save_checkpoint(path, telemetry.net, cfg.to_dict(), *telemetry.net_spaces, telemetry.steps)
+    except OSError as e:
+        print(f"fastdqn: could not write the checkpoint {path} ({e.strerror or e})", file=sys.stderr)
+        return None
+    return str(path)
+
+
 def train(cfg) -> dict:
     """Run and write the result; returns it. A stop (KeyboardInterrupt: Ctrl-C, SIGTERM) and
     crashes still write it (status interrupted / failed) and are re-raised for the caller."""
@@ -113,5 +128,6 @@ def train(cfg) -> dict:
             telemetry.close()
             result = build_result(cfg, telemetry, status, fps_mult,
                                   extra={"device": str(device), "error": error, "git": code})
+            result["checkpoint"] = write_checkpoint(out, cfg, telemetry)
             save(out, result)
     return result

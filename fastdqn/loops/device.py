@@ -13,7 +13,6 @@ import torch
 from ignite.engine import Engine
 
 from ..agent import EpsilonGreedy, epsilon_at
-from ..compute import count_flops
 from ..envs.torch_pong import make_torch_pong
 from ..learner import Learner
 from ..model import make_net
@@ -71,7 +70,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     rng = torch.Generator(device).manual_seed(hp.seed + 1)
     schedule = UpdateSchedule(hp, env.num_envs)
     telemetry.samples_per_update = schedule.batch_size
-    telemetry.flops = count_flops(learner.net, obs_shape, torch.uint8, hp)
+    telemetry.track_net(learner.net, obs_shape, torch.uint8, n_actions, hp)
     readback = HostReadback(env.num_envs, device)
 
     def iteration(engine: Engine, _):

@@ -48,7 +48,6 @@ import torch.multiprocessing as mp
 from ignite.engine import Engine
 
 from ..agent import EpsilonGreedy, epsilon_at
-from ..compute import count_flops
 from ..envs import make_vec_env
 from ..errors import ProcessFailed
 from ..learner import Learner
@@ -332,7 +331,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     rng = sampler(replay, hp.seed + 1)
     schedule = UpdateSchedule(hp, flags.envs)  # as if each player's round were the serial loop's
     telemetry.samples_per_update = schedule.batch_size
-    telemetry.flops = count_flops(net, obs_shape, obs_dtype, hp)
+    telemetry.track_net(net, obs_shape, obs_dtype, n_actions, hp)
     profile = telemetry.profile
 
     ctx = mp.get_context("spawn")  # CUDA-safe; the players import fastdqn afresh

@@ -11,7 +11,6 @@ import torch
 from ignite.engine import Engine
 
 from ..agent import epsilon_at
-from ..compute import count_flops
 from ..envs import is_atari
 from ..errors import UsageError
 from ..loss import discounts_of, sgd_step
@@ -63,7 +62,7 @@ def run(cfg, device: torch.device, telemetry: Telemetry) -> None:
     buffer = ptan.experience.ExperienceReplayBuffer(exp_source, buffer_size=hp.replay_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=hp.lr, eps=hp.adam_eps)
     telemetry.samples_per_update = hp.batch_size
-    telemetry.flops = count_flops(net, env.observation_space.shape, env.observation_space.dtype, hp)
+    telemetry.track_net(net, env.observation_space.shape, env.observation_space.dtype, int(env.action_space.n), hp)
     profile = telemetry.profile
     last_sync = 0
 

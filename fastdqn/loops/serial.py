@@ -9,7 +9,6 @@ from __future__ import annotations
 from ignite.engine import Engine
 
 from ..agent import EpsilonGreedy, epsilon_at
-from ..compute import count_flops
 from ..envs import make_vec_env
 from ..learner import Learner
 from ..model import make_net
@@ -34,7 +33,7 @@ def run(cfg, device, telemetry: Telemetry) -> None:
     rng = sampler(replay, hp.seed + 1)
     schedule = UpdateSchedule(hp, env.batch)
     telemetry.samples_per_update = schedule.batch_size
-    telemetry.flops = count_flops(learner.net, obs_space.shape, obs_space.dtype, hp)
+    telemetry.track_net(learner.net, obs_space.shape, obs_space.dtype, n_actions, hp)
 
     def iteration(engine: Engine, _):
         epsilon = epsilon_at(collector.steps, hp.epsilon_start, hp.epsilon_final, hp.epsilon_steps)
