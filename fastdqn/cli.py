@@ -1,4 +1,4 @@
-"""Command line: `fastdqn train | bench | report | check` (also `python -m fastdqn`).
+"""Command line: `fastdqn train | eval | bench | report | check` (also `python -m fastdqn`).
 
 User errors print one line `fastdqn: error: ...` and exit 2, never a traceback.
 """
@@ -125,6 +125,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+    result = evaluate(args.checkpoint, args.episodes, args.epsilon, args.envs, args.backend, args.seed, args.out,
+                      progress=not args.no_progress)
+    print(f"{result['episodes']} games: mean {result['mean']:.2f}, min {result['min']:g}, max {result['max']:g}")
+    return 0
+
+
 def cmd_check(args) -> int:
     from .bench.check import REFERENCE, run_check
     if args.rounds < 1:
@@ -158,6 +166,17 @@ def build_parser(argv: list[str]) -> Parser:
     c.add_argument("--reference", default=None, help="reference JSON (default benchmarks/check_reference.json)")
     c.add_argument("--update", action="store_true",
                    help="write this machine's ratios and pytest-benchmark baseline as its reference")
+    e = sub.add_parser("eval", help="play whole games with a checkpoint's policy and write their scores")
+    e.add_argument("checkpoint", help="a checkpoint train wrote (result.pt beside result.json)")
+    e.add_argument("--episodes", type=int, default=10, help="games to play (default 10)")
+    e.add_argument("--epsilon", type=float, default=0.0,
+                   help="exploration while playing (default 0: greedy; 0.05 is a common test value)")
+    e.add_argument("--envs", type=int, default=None, help="env copies playing at once (default: the run's)")
+    e.add_argument("--backend", default=None, choices=("sequential", "gym_async", "ale_sync", "ale_async"),
+                   help="how the copies step (default: the run's; ale_async plays as ale_sync)")
+    e.add_argument("--seed", type=int, default=None, help="first env seed (default: the run's seed + 10000)")
+    e.add_argument("--out", default=None, help="the JSON (default: beside the checkpoint, <name>.eval.json)")
+    e.add_argument("--no-progress", action="store_true", help="no line per game")
     r = sub.add_parser("report", help="write results/README.md tables from result files")
     r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
     r.add_argument("--from-tensorboard", metavar="LOGDIR", default=None,
@@ -172,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_requests():  # SIGTERM stops a run as Ctrl-C does
             args = build_parser(argv).parse_args(argv)
-            command = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check}
+            command = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check,
+                       "eval": cmd_eval}
             return command[args.command](args)
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)
