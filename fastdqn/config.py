@@ -37,7 +37,8 @@ class Hyperparams:
     batch_size: int = _f(32, "SGD batch size", min=1)
     loss: str = _f("mse", "Bellman loss", choices=("mse", "huber"))
     seed: int = _f(123, "seed for env, network init and exploration", min=0)
-    stop_reward: float = _f(17.0, "stop when the mean of the last 100 episodes reaches this")
+    stop_reward: float = _f(17.0, "stop when the mean of the last 100 episodes reaches this (unset: the env "
+                                  "spec's reward_threshold where it has one, CartPole-v1 475; else 17, Pong's)")
     # Atari preprocessing (DeepMind / book stack)
     noop_max: int = _f(30, "max random no-op actions at reset (DeepMind preprocessing)", min=0)
     frame_skip: int = _f(4, "emulator frames per agent step (action repeat)", min=1)
@@ -152,6 +153,7 @@ class Config:
     flags: Flags = field(default_factory=Flags)
     run: RunSettings = field(default_factory=RunSettings)
     preset: str = "baseline"
+    explicit: set = field(default_factory=set)  # names a preset, file or the command line set
 
     def groups(self):
         return {"hyperparams": self.hp, "flags": self.flags, "run": self.run}
@@ -218,6 +220,7 @@ def apply(cfg: Config, overrides: dict[str, Any], source: str) -> None:
             raise UsageError(f"unknown setting {name!r} in {source}")
         group, f = table[name]
         setattr(cfg.groups()[group], name, parse_value(name, raw, f))
+        cfg.explicit.add(name)
 
 
 def preset_config(preset: str) -> Config:

@@ -56,10 +56,39 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The x86 matrix extensions that decide a CPU's speed here, widest first. VMs report one model name
+# ("AMD EPYC") for hosts with and without them, and bf16 matmuls run ~1000x slower without native
+# bf16 (results/amd-epyc-2c/README.md).
+ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo; empty where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The widest of ISA_FLAGS the CPU has, as a tag (avx512bf16), or '' with none of them."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f.replace("_", "") for f in ISA_FLAGS if f in flags), "")
+
+
+def native_cpu_bf16(flags: set[str] | None = None) -> bool:
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def hardware() -> dict:
     import torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+    return {"cpu": cpu_model(), "cpu_isa": cpu_isa(), "cores": os.cpu_count(), "gpu": gpu,
+            "platform": platform.platform()}
 
 
 def _slug(text: str) -> str:
@@ -75,11 +104,13 @@ def cuda_math() -> dict:
 
 
 def machine_id(hw: dict | None = None) -> str:
-    """The results folder's key: a directory-safe name derived from the hardware (CPU model,
-    cores, GPU), so numbers of different hardware never mix. Machines of one kind share it: the
-    check gate's committed baselines are found by it on every CI machine of that kind."""
+    """The results folder's key: a directory-safe name derived from the hardware (CPU model, its
+    widest matrix ISA, cores, GPU), so numbers of different hardware never mix. Machines of one
+    kind share it: the check gate's committed baselines are found by it on every CI machine of
+    that kind. Results recorded before the ISA was (no `cpu_isa`) keep the id they were filed under."""
     hw = hw or hardware()
-    parts = [hw["cpu"], f"{hw['cores']}c"] + ([hw["gpu"]] if hw.get("gpu") else [])
+    parts = [hw["cpu"]] + ([hw["cpu_isa"]] if hw.get("cpu_isa") else []) + [f"{hw['cores']}c"] \
+        + ([hw["gpu"]] if hw.get("gpu") else [])
     return _slug(" ".join(parts))
 
 
@@ -241,6 +272,7 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "cuda_math": cuda_math(),
         "wall_seconds": float(telemetry.timer.value()),
         "solved": solved,
+        "stop_rule": {"reward": bound, "source": rewards.source},
         "last_mean100": rewards.mean100,
         "last_ema": rewards.ema,
         "reward_curve": telemetry.curve,

@@ -36,6 +36,7 @@ class RewardTracker:
 
     def __init__(self, bound: float):
         self.bound = bound
+        self.source = "set"  # where the bound came from (train.stop_rule), recorded in the result
         self.window: deque[float] = deque(maxlen=MEAN_WINDOW)
         self.ema: float | None = None
         self.best_mean: float | None = None  # the best mean100 so far (over fewer while fewer ended)

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import checkpoint_path, save_checkpoint
-from .config import validate
+from .config import TORCH_PONG, validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
 from .lifecycle import check_writable_dir, describe, stops_at_safe_points, stops_held
-from .results import build_result, git_info, write_json_atomic
+from .results import build_result, cpu_isa, git_info, native_cpu_bf16, write_json_atomic
 from .telemetry import Telemetry
 
 
@@ -79,6 +79,23 @@ def save(out: Path, result: dict) -> None:
     print(f"result: {out} ({result['stop_reason']})", file=sys.stderr)
 
 
+def stop_rule(cfg) -> tuple[float, str]:
+    """The 100-episode mean that ends the run, and where it came from: the setting where one was
+    given, else the env spec's reward_threshold (CartPole-v1: 475), else Pong's 17."""
+    hp = cfg.hp
+    if "stop_reward" in cfg.explicit:
+        return hp.stop_reward, "set"
+    if hp.env != TORCH_PONG:
+        import gymnasium as gym
+        try:
+            threshold = gym.spec(hp.env).reward_threshold
+        except gym.error.Error:
+            threshold = None
+        if threshold is not None:
+            return float(threshold), f"the reward_threshold of {hp.env}'s gymnasium spec"
+    return hp.stop_reward, "the default: 17, Pong's rule (the chapter's)"
+
+
 def write_checkpoint(out: Path, cfg, telemetry) -> str | None:
     """The online net beside the result (checkpoint.py); None when the loop built none (a run that
     failed before) or the file could not be written (the result is still written, and says so)."""
@@ -99,12 +116,17 @@ def train(cfg) -> dict:
     device = resolve_device(cfg.run.device)
     validate(cfg, device)
     out = check_outputs(cfg)
+    if cfg.flags.bf16 and device.type == "cpu" and not native_cpu_bf16():
+        print(f"fastdqn: warning: bf16 on a CPU without native bf16 ({cpu_isa() or 'no AVX2'}, no avx512_bf16 or "
+              "amx_bf16): its matmuls are emulated, far slower than fp32; --bf16 false runs fp32", file=sys.stderr)
     if cfg.flags.loop == "ptan":
         from .loops.ptan_reference import make_ptan_env
         make_ptan_env(cfg.hp).close()  # fail on a missing extra or wrong env before any run
     fps_mult = frames_per_step(cfg.hp)
-    telemetry = Telemetry(cfg.hp.stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
+    stop_reward, stop_source = stop_rule(cfg)
+    telemetry = Telemetry(stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
                           cfg.hp.replay_initial)
+    telemetry.rewards.source = stop_source
     status, error = "failed", None
     code = git_info()  # the code that runs: a commit made while it runs is not its code
     threads = torch.get_num_threads()

@@ -106,7 +106,9 @@ def test_a_run_records_its_compute_and_the_report_shows_it(tmp_path):
     result = json.loads(out.read_text())
     compute = result["compute"]
     assert compute["flops_per_act"] == 2 * (4 * 16 + 16 * 16 + 16 * 2)
-    assert compute["flops_per_update_sample"] == 3 * compute["flops_per_act"] - 2 * 4 * 16  # 2 fwd + bwd
+    # online forward on s, target forward on s', backward (weight grads = a forward, input grads of
+    # every layer but the first)
+    assert compute["flops_per_update_sample"] == 4 * compute["flops_per_act"] - 2 * 4 * 16
     learn_flops = result["updates"] * 8 * compute["flops_per_update_sample"]
     learn_seconds = result["phase_profile"]["trainer"]["seconds"]["learn"]  # rounded to 0.1 ms
     assert compute["learn_gflops"] == pytest.approx(learn_flops / learn_seconds / 1e9, rel=1e-2)

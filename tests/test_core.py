@@ -12,6 +12,7 @@ import torch
 
 from fastdqn.agent import EpsilonGreedy, epsilon_at, q_values
 from fastdqn.cli import main
+from fastdqn.config import build_config
 from fastdqn.errors import UsageError
 from fastdqn.loss import discounts_of, dqn_loss, make_target
 from fastdqn.results import SCHEMA_VERSION, load_result, write_json_atomic
@@ -320,7 +321,7 @@ def test_result_has_tensorboard_events(cartpole_result):
 
 def test_result_writes_no_temp_files(cartpole_result):
     names = {p.name for p in cartpole_result.parent.iterdir()}
-    assert names == {"r.json", "r_tb"}
+    assert names == {"r.json", "r.pt", "r_tb"}  # the result, its checkpoint, its TensorBoard
 
 
 def _corrupt(tmp_path: Path, raw: dict, how: str) -> Path:
@@ -428,3 +429,12 @@ def test_threads_setting_holds_during_the_run_only(run_train, monkeypatch):
                        "--threads", str(want))
     assert seen == [want] and torch.get_num_threads() == before
     assert result["config"]["run"]["threads"] == want
+
+
+def test_stop_rule_takes_the_setting_then_the_env_spec_then_pongs_17():
+    from fastdqn.train import stop_rule
+    assert stop_rule(build_config(None, None, {"env": "CartPole-v1"})) == (
+        475.0, "the reward_threshold of CartPole-v1's gymnasium spec")
+    assert stop_rule(build_config(None, None, {"env": "CartPole-v1", "stop_reward": 17})) == (17.0, "set")
+    for env in ("PongNoFrameskip-v4", "torch_pong"):  # ALE specs carry no threshold
+        assert stop_rule(build_config(None, None, {"env": env})) == (17.0, "the default: 17, Pong's rule (the chapter's)")

@@ -99,3 +99,32 @@ def test_bench_reuses_only_this_machines_results(home, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["bench", str(matrix_path), "--results", str(results), "--machine", "box-c", "--no-progress"]) == 0
     assert "baseline/5: kept" in capsys.readouterr().err and len(ran) == 2
+
+
+def test_hardware_id_tells_cpus_apart_by_their_matrix_isa():
+    """Hosts behind one VM model name ("AMD EPYC") with and without AVX-512 BF16 get different
+    ids; results recorded before the ISA was keep the id they were filed under."""
+    from fastdqn.results import cpu_isa, native_cpu_bf16
+    zen3 = {"fpu", "sse2", "avx", "avx2", "fma"}
+    zen4 = zen3 | {"avx512f", "avx512bw", "avx512_bf16", "avx_vnni"}
+    assert (cpu_isa(zen3), cpu_isa(zen4), cpu_isa({"sse2"})) == ("avx2", "avx512bf16", "")
+    assert cpu_isa(zen3 | {"avx512f"}) == "avx512f" and cpu_isa(zen4 | {"amx_bf16"}) == "amxbf16"
+    assert (native_cpu_bf16(zen3), native_cpu_bf16(zen4)) == (False, True)
+    hw = {"cpu": "AMD EPYC", "cores": 2, "gpu": None}
+    assert machine_id({**hw, "cpu_isa": "avx2"}) == "amd-epyc-avx2-2c"
+    assert machine_id({**hw, "cpu_isa": "avx512bf16"}) == "amd-epyc-avx512bf16-2c"
+    assert machine_id(hw) == machine_id({**hw, "cpu_isa": ""}) == "amd-epyc-2c"
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns_in_one_line(tmp_path, monkeypatch, capsys, native):
+    import fastdqn.train
+    monkeypatch.setattr(fastdqn.train, "native_cpu_bf16", lambda: native)
+    assert main(["train", "--env", "CartPole-v1", "--max-steps", "60", "--replay-initial", "30",
+                 "--batch-size", "8", "--bf16", "true", "--device", "cpu", "--progress", "false",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    if native:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "without native bf16" in warnings[0] and "--bf16 false" in warnings[0]

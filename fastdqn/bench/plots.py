@@ -165,7 +165,8 @@ def plot_all(results_by_cell: dict[str, list[dict]], folder: Path, title: str) -
     curves = {c: [mean100_curve(r["reward_curve"]) for r in rs] for c, rs in results_by_cell.items()}
     first = next(iter(results_by_cell.values()))[0]
     paths = [folder / n for n in ("reward.png", "fps.png", "solve.png", "phases.png")]
-    plot_reward(curves, paths[0], title, first["config"]["hyperparams"]["stop_reward"])
+    plot_reward(curves, paths[0], title, first.get("stop_rule", {}).get("reward",
+                                                                   first["config"]["hyperparams"]["stop_reward"]))
     plot_fps(results_by_cell, paths[1], title)
     plot_solve(results_by_cell, paths[2], title)
     plot_phases(results_by_cell, paths[3], title)
