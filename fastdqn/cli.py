@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import PRESET_DOCS, PRESETS, all_fields, build_config, preset_config
-from .errors import ProcessFailed, UsageError, WriteFailed
+from .errors import ProcessFailed, RunFailed, UsageError, WriteFailed
 from .lifecycle import describe, exit_code, stop_requests
 from .results import MACHINE_ENV, check_machine_name
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 2
-    except (ProcessFailed, WriteFailed) as e:  # ProcessFailed: train() has written the result (failed)
+    except (ProcessFailed, RunFailed, WriteFailed) as e:  # the first two: train() wrote the result (failed)
         print(f"fastdqn: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the result of the run is written as interrupted

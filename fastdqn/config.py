@@ -313,6 +313,9 @@ def validate(cfg: Config, device=None) -> None:
                          "preprocesses in C++; wrappers apply to sequential and gym_async")
     if f.backend == "ale_async" and f.envs < 2:
         raise UsageError("backend ale_async needs envs >= 2 (it returns a part of them per recv)")
+    if hp.env != TORCH_PONG:
+        from .envs.ale_common import check_env_id  # here: config stays importable without gymnasium
+        check_env_id(hp.env)
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")

@@ -10,6 +10,11 @@ class ProcessFailed(Exception):
     """A process of a parallel run died, raised or stalled; the message names it (exit code 1)."""
 
 
+class RunFailed(Exception):
+    """The run cannot go on (its loss is no longer finite); the result and the checkpoint are
+    written as failed and the message says why, in one line (exit code 1)."""
+
+
 class WriteFailed(Exception):
     """The result could not be written at the end; the message says where and gives the key
     numbers, the only record left of the run (exit code 1)."""

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .errors import UsageError
 from .transfer import make_to_device
 
 
@@ -91,6 +92,7 @@ class FrameReplay:
         if device is not None:
             self.to_device = to_device or make_to_device(device, pinned=False)
         shape = (num_envs, self.ring)
+        check_fits(self.planned_nbytes(capacity, obs_shape, obs_dtype, num_envs), capacity, device)
         self.frames = self._zeros(shape + frame_shape, obs_dtype)
         self.actions = self._zeros(shape, np.int64)
         self.rewards = self._zeros(shape, np.float32)
@@ -130,6 +132,15 @@ class FrameReplay:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminated,
                                       self.has_transition, self.pos))
+
+    @staticmethod
+    def planned_nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int = 1) -> int:
+        """What nbytes() will be, known before anything is allocated: per slot a frame, the
+        action (int64), reward (float32), terminated and has_transition (bool), pos (int64)."""
+        stacked = len(obs_shape) == 3
+        frame = int(np.prod(obs_shape[1:] if stacked else obs_shape)) * np.dtype(obs_dtype).itemsize
+        ring = -(-capacity // num_envs) + (obs_shape[0] if stacked else 1)
+        return num_envs * ring * (frame + 8 + 4 + 1 + 1 + 8)
 
     def _write(self, envs, frames, pos) -> None:
         slots = self.written[envs] % self.ring
@@ -233,6 +244,28 @@ def _draw_device(replay: FrameReplay, batch_size: int, generator: torch.Generato
     want = torch.arange(batch_size, device=replay.device)
     first = hits[torch.remainder(want, ok.sum().clamp(min=1))]
     return e[first], g[first]
+
+
+def available_bytes(device: torch.device | None) -> tuple[int | None, str]:
+    """Memory free for the replay where it will live, and what that is; None where unknown."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available on this machine"
+    except OSError:
+        pass
+    return None, ""
+
+
+def check_fits(need: int, capacity: int, device: torch.device | None) -> None:
+    """A one-line UsageError before allocating a replay that does not fit (one that fits in
+    virtual memory but not in RAM would run until the kernel kills it)."""
+    free, where = available_bytes(device)
+    if free is not None and need > free:
+        raise UsageError(f"replay_size {capacity:,}: the replay needs {need / 2**30:,.2f} GiB, "
+                         f"{free / 2**30:,.2f} GiB {where}")
 
 
 def make_replay(hp, flags, obs_shape, obs_dtype, num_envs: int, device: torch.device, to_device) -> FrameReplay:

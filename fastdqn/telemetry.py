@@ -11,12 +11,14 @@ Emulator frames per second = FPS x frames per agent step (4 for Atari with frame
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from ignite.engine import Engine, EventEnum, Events
 from ignite.handlers import Timer
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 
+from .errors import RunFailed
 from .profile import PhaseTimer
 from .progress import RunProgress
 
@@ -190,8 +192,12 @@ class Telemetry:
         self.fps_series.append([step, round(wall, 3), round(window, 2)])
         # only what exists yet: no loss or FPS during the warm-up
         number = lambda v: None if v is None else float(v)
+        avg_loss = number(self.avg_loss)  # read here anyway: checking it costs CUDA no extra sync
+        if avg_loss is not None and not math.isfinite(avg_loss):  # the EMA keeps any nan or inf for good
+            raise RunFailed(f"the loss's running average is {avg_loss} at agent step {step:,}: the network "
+                            "diverged (a smaller lr, or the huber loss, may hold it)")
         scalars = {"epsilon": engine.state.epsilon, "loss": number(engine.state.output),
-                   "avg_loss": number(self.avg_loss), "avg_fps": self.fps()}
+                   "avg_loss": avg_loss, "avg_fps": self.fps()}
         scalars.update({f"profile_{p}": v for p, v in self.profile.shares(wall).items()})
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)
