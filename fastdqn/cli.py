@@ -1,4 +1,4 @@
-"""Command line: `fastdqn train | eval | bench | report | check` (also `python -m fastdqn`).
+"""Command line: `fastdqn train | eval | play | bench | report | check` (also `python -m fastdqn`).
 
 User errors print one line `fastdqn: error: ...` and exit 2, never a traceback.
 """
@@ -133,6 +133,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_play(args) -> int:
+    from .play import record
+    played = record(args.checkpoint, args.out, args.epsilon, args.seed, args.max_steps, args.every,
+                    progress=not args.no_progress)
+    game = "the whole game" if played["whole_game"] else f"its first {played['agent_steps']:,} agent steps"
+    print(f"play: {played['gif']} ({game}, score {played['score']:g}, {played['frames']:,} frames at "
+          f"{played['fps']:.1f}/s)")
+    return 0
+
+
 def cmd_check(args) -> int:
     from .bench.check import REFERENCE, run_check
     if args.rounds < 1:
@@ -177,6 +187,14 @@ def build_parser(argv: list[str]) -> Parser:
     e.add_argument("--seed", type=int, default=None, help="first env seed (default: the run's seed + 10000)")
     e.add_argument("--out", default=None, help="the JSON (default: beside the checkpoint, <name>.eval.json)")
     e.add_argument("--no-progress", action="store_true", help="no line per game")
+    p = sub.add_parser("play", help="record one game of a checkpoint's policy as a GIF of the emulator's screen")
+    p.add_argument("checkpoint", help="a checkpoint train wrote (result.pt beside result.json)")
+    p.add_argument("--out", required=True, help="the GIF to write")
+    p.add_argument("--epsilon", type=float, default=0.0, help="exploration while playing (default 0: greedy)")
+    p.add_argument("--seed", type=int, default=None, help="env seed (default: the run's seed + 10000)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many agent steps (default 0: the whole game)")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th agent step's screen (default 1: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
     r = sub.add_parser("report", help="write results/README.md tables from result files")
     r.add_argument("results_dir", nargs="?", default="results", help="results root (default: results)")
     r.add_argument("--from-tensorboard", metavar="LOGDIR", default=None,
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         with stop_requests():  # SIGTERM stops a run as Ctrl-C does
             args = build_parser(argv).parse_args(argv)
             command = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "check": cmd_check,
-                       "eval": cmd_eval}
+                       "eval": cmd_eval, "play": cmd_play}
             return command[args.command](args)
     except UsageError as e:
         print(f"fastdqn: error: {e}", file=sys.stderr)

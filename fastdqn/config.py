@@ -314,12 +314,22 @@ def validate(cfg: Config, device=None) -> None:
     if f.backend == "ale_async" and f.envs < 2:
         raise UsageError("backend ale_async needs envs >= 2 (it returns a part of them per recv)")
     if hp.env != TORCH_PONG:
-        from .envs.ale_common import check_env_id  # here: config stays importable without gymnasium
         check_env_id(hp.env)
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
     check_flags(f, device)
+
+
+def check_env_id(env_id: str) -> None:
+    """A one-line UsageError, with gymnasium's own suggestion, for an id it does not know."""
+    import ale_py  # here: config stays importable without gymnasium and ALE
+    import gymnasium as gym
+    gym.register_envs(ale_py)  # the Atari ids
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as e:
+        raise UsageError(f"env {env_id!r}: {e}") from None
 
 
 def check_flags(flags: Flags, device=None) -> None:

@@ -5,17 +5,8 @@ import ale_py
 import gymnasium as gym
 
 from ..config import TORCH_PONG
-from ..errors import UsageError
 
 gym.register_envs(ale_py)
-
-
-def check_env_id(env_id: str) -> None:
-    """A one-line UsageError, with gymnasium's own suggestion, for an id it does not know."""
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as e:
-        raise UsageError(f"env {env_id!r}: {e}") from None
 
 
 def is_atari(env_id: str) -> bool:
