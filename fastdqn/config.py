@@ -114,6 +114,8 @@ class RunSettings:
     fps_every: int = _f(1_000, "agent steps between FPS samples / scalar logs", min=1)
     threads: int = _f(0, "torch intra-op threads of the training process (0 = torch's default: one per "
                          "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)
+    checkpoint_every: int = _f(0, "also write the net every this many agent steps, beside the result as "
+                                  "<name>.step<N>.pt (0 = only at the end)", min=0)
     stall_seconds: float = _f(120.0, "parallel: a play process that shows no sign of life for this long "
                                      "(stopped, stuck in its env) ends the run as failed", min=1.0)
 

@@ -82,12 +82,18 @@ class Telemetry:
         self.flops = None  # compute.FlopCount of the loop's net and loss (track_net)
         self.net = None    # the loop's online net, checkpointed when the run ends (track_net)
         self.net_spaces: tuple | None = None  # (observation shape, action count) it was built for
+        self.checkpoint_every, self.write_checkpoint = 0, None  # periodic_checkpoints
+        self._next_checkpoint = 0
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
         self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
         self.stop_reason = "not started"
         self._last_sample = (0, 0.0)
         self.tb: TensorboardLogger | None = None
         self._train_scalars: dict[str, float] = {}
+
+    def periodic_checkpoints(self, every: int, write) -> None:
+        """write(step) once the loop's net exists and at every multiple of `every` agent steps."""
+        self.checkpoint_every, self.write_checkpoint, self._next_checkpoint = every, write, every
 
     # --- called by the loops -------------------------------------------------------------
     def track_net(self, net, obs_shape, obs_dtype, n_actions: int, hp) -> None:
@@ -176,6 +182,9 @@ class Telemetry:
             self.learn_start = self.learn_start or (self.steps, self.timer.value())
             # kept as the loop returns it: a device tensor is read (a host sync) only when logged
             self.avg_loss = loss if self.avg_loss is None else self.avg_loss * EMA_ALPHA + loss * (1 - EMA_ALPHA)
+        if self.checkpoint_every and self.steps >= self._next_checkpoint and self.net is not None:
+            self._next_checkpoint = (self.steps // self.checkpoint_every + 1) * self.checkpoint_every
+            self.write_checkpoint(self.steps)
         if self.max_steps and self.steps >= self.max_steps:
             self.stop_reason = f"step budget: {self.max_steps} agent steps"
             engine.terminate()

@@ -127,6 +127,9 @@ def train(cfg) -> dict:
     telemetry = Telemetry(stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
                           cfg.hp.replay_initial)
     telemetry.rewards.source = stop_source
+    if cfg.run.checkpoint_every:
+        telemetry.periodic_checkpoints(cfg.run.checkpoint_every, lambda step: write_checkpoint(
+            out.with_name(f"{out.stem}.step{step}.json"), cfg, telemetry))
     status, error = "failed", None
     code = git_info()  # the code that runs: a commit made while it runs is not its code
     threads = torch.get_num_threads()

@@ -73,3 +73,15 @@ def test_a_checkpoint_for_another_env_or_network_is_refused(tmp_path):
     doc["config"]["hyperparams"]["mlp_hidden"] = 16  # weights of an 8-wide net into a 16-wide one
     with pytest.raises(UsageError, match="do not fit its network"):
         build_net(doc)
+
+
+def test_checkpoint_every_writes_the_net_at_each_multiple_of_agent_steps(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["train", "--env", "CartPole-v1", "--max-steps", "300", "--replay-initial", "50", "--batch-size", "8",
+                 "--checkpoint-every", "100", "--progress", "false", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["r.pt", "r.step100.pt", "r.step200.pt", "r.step300.pt"]
+    docs = {n: load_checkpoint(tmp_path / f"r.step{n}.pt") for n in (100, 200, 300)}
+    assert [d["step"] for d in docs.values()] == [100, 200, 300]
+    final = load_checkpoint(tmp_path / "r.pt")
+    assert any(not torch.equal(docs[100]["state_dict"][k], v) for k, v in docs[200]["state_dict"].items())  # learned
+    assert all(torch.equal(final["state_dict"][k], v) for k, v in docs[300]["state_dict"].items())  # the last one
