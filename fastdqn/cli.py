@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PRESET_DOCS, PRESETS, all_fields, build_config, preset_config
+from .config import PRESET_DOCS, PRESETS, all_fields, build_config, parse_value, preset_config
 from .errors import ProcessFailed, RunFailed, UsageError, WriteFailed
 from .lifecycle import describe, exit_code, stop_requests
 from .results import MACHINE_ENV, check_machine_name
@@ -55,7 +55,16 @@ def add_train_parser(sub, argv: list[str]) -> None:
 
 def cmd_train(args) -> int:
     cli_values = {name: getattr(args, name) for name in all_fields() if getattr(args, name) is not None}
-    cfg = build_config(args.preset, args.config, cli_values)
+    if cli_values.get("resume"):  # the saved run's settings, these run settings on top
+        if args.preset or args.config:
+            raise UsageError("--resume goes on with the run's own settings: no --preset or --config with it")
+        from .resume import load_state, resumed_values
+        doc = load_state(cli_values["resume"])
+        groups = {name: group for name, (group, _f) in all_fields().items()}
+        given = {name: parse_value(name, v, all_fields()[name][1]) for name, v in cli_values.items()}
+        cfg = build_config(doc["config"]["preset"], None, resumed_values(doc, given, groups))
+    else:
+        cfg = build_config(args.preset, args.config, cli_values)
     from .results import machine_name
     machine_name()  # a bad $FASTDQN_MACHINE or machine file fails here, before the run
     from .train import train

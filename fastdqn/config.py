@@ -116,6 +116,11 @@ class RunSettings:
                          "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)
     checkpoint_every: int = _f(0, "also write the net every this many agent steps, beside the result as "
                                   "<name>.step<N>.pt (0 = only at the end)", min=0)
+    resumable: str = _f("no", "write the run's whole state beside the result as <name>.state.pt when it ends "
+                              "and at each checkpoint_every, for --resume (serial loop; with_replay: the replay "
+                              "too)", choices=("no", "yes", "with_replay"))
+    resume: str = _f("", "a <name>.state.pt to go on from: the run's own hyperparameters and flags, these "
+                         "run settings (budgets count both parts)")
     stall_seconds: float = _f(120.0, "parallel: a play process that shows no sign of life for this long "
                                      "(stopped, stuck in its env) ends the run as failed", min=1.0)
 
@@ -317,6 +322,9 @@ def validate(cfg: Config, device=None) -> None:
         raise UsageError("backend ale_async needs envs >= 2 (it returns a part of them per recv)")
     if hp.env != TORCH_PONG:
         check_env_id(hp.env)
+    if (cfg.run.resume or cfg.run.resumable != "no") and (f.loop != "serial" or f.parallel):
+        raise UsageError("resumable runs and --resume are the serial loop's: expected loop 'serial' without "
+                         f"parallel, got loop {f.loop!r}" + (" with parallel" if f.parallel else ""))
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UsageError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")

@@ -35,7 +35,7 @@ class RunProgress:
 
     def line(self, phase: str, final: bool = False) -> str:
         t = self.t
-        steps, wall = t.steps, t.timer.value()
+        steps, wall = t.steps, t.now()
         parts = [f"steps {steps:,}" + (f"/{t.max_steps:,} {min(steps / t.max_steps, 1):.0%}" if t.max_steps else "")]
         if phase == "warm-up":
             parts.append(f"warm-up {min(steps, self.replay_initial):,}/{self.replay_initial:,}")

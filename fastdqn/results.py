@@ -266,11 +266,11 @@ def build_result(cfg, telemetry, status: str, frames_per_step: int, extra: dict 
         "learning_started": ({"steps": telemetry.learn_start[0], "seconds": round(telemetry.learn_start[1], 3)}
                              if telemetry.learn_start else None),
         "fps_series": telemetry.fps_series,
-        "phase_profile": {"trainer": telemetry.profile.report(telemetry.timer.value()),
+        "phase_profile": {"trainer": telemetry.profile.report(telemetry.now()),
                           "players": telemetry.player_profiles, "clock": phase_clock((extra or {}).get("device"))},
         "compute": run_compute(cfg, telemetry, (extra or {}).get("device") or cfg.run.device, hw),
         "cuda_math": cuda_math(),
-        "wall_seconds": float(telemetry.timer.value()),
+        "wall_seconds": float(telemetry.now()),
         "solved": solved,
         "stop_rule": {"reward": bound, "source": rewards.source},
         "last_mean100": rewards.mean100,

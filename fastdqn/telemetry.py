@@ -69,6 +69,7 @@ class Telemetry:
         self.max_seconds = max_seconds
         self.fps_every = fps_every
         self.timer = Timer()  # wall clock of the loop, started with the engine
+        self.clock_offset = 0.0  # a resumed run's earlier seconds (resume.py): now() counts both parts
         self.curve: list[list] = []  # [episode, step, wall seconds, reward]
         self.fps_series: list[list] = []  # [step, wall seconds, FPS over the window]
         self.learn_start: tuple[int, float] | None = None  # (step, wall) of the first update
@@ -83,6 +84,10 @@ class Telemetry:
         self.net = None    # the loop's online net, checkpointed when the run ends (track_net)
         self.net_spaces: tuple | None = None  # (observation shape, action count) it was built for
         self.checkpoint_every, self.write_checkpoint = 0, None  # periodic_checkpoints
+        self.save_loop_state = None  # the serial loop's resume.save_state(path), for a resumable run
+        self.parts: list[dict] = []  # a resumed run's earlier parts (resume.py)
+        self.part_start = (0, 0.0)   # (agent steps, seconds) where this part began
+        self.part_info: dict = {}    # this part's commit and machine, set by train
         self._next_checkpoint = 0
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
         self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
@@ -104,7 +109,7 @@ class Telemetry:
 
     def episodes_ended(self, engine: Engine, episodes) -> None:
         for _, reward, length in episodes:
-            wall = self.timer.value()
+            wall = self.now()
             n = len(self.curve) + 1
             self.curve.append([n, engine.state.steps, round(wall, 3), reward])
             self.rewards.add(reward, engine.state.steps, wall, n)
@@ -114,12 +119,22 @@ class Telemetry:
             engine.fire_event(EpisodeEvents.BOUND_REWARD_REACHED)
 
     # --- derived numbers -----------------------------------------------------------------
+    def all_parts(self) -> list[dict]:
+        """Every part of the run so far, this one last: agent steps from-to, seconds, where."""
+        step0, seconds0 = self.part_start
+        return self.parts + [{"steps": [step0, self.steps], "seconds": round(self.now() - seconds0, 3),
+                              **self.part_info}]
+
+    def now(self) -> float:
+        """Seconds of the run: this process's loop time, plus a resumed run's earlier parts."""
+        return self.clock_offset + self.timer.value()
+
     def fps(self) -> float | None:
         """The FPS definition (module docstring). None before the first update."""
         if self.learn_start is None:
             return None
         step0, wall0 = self.learn_start
-        dt = self.timer.value() - wall0
+        dt = self.now() - wall0
         return (self.steps - step0) / dt if dt > 0 else None
 
     def replay_ratio(self) -> float | None:
@@ -129,7 +144,7 @@ class Telemetry:
         return self.updates * self.samples_per_update / (self.steps - self.learn_start[0])
 
     def fps_total(self) -> float | None:
-        dt = self.timer.value()
+        dt = self.now()
         return self.steps / dt if dt > 0 else None
 
     # --- ignite wiring -------------------------------------------------------------------
@@ -179,7 +194,7 @@ class Telemetry:
         # loops add their updates to self.updates and return a loss on iterations that learned
         loss = engine.state.output
         if loss is not None:
-            self.learn_start = self.learn_start or (self.steps, self.timer.value())
+            self.learn_start = self.learn_start or (self.steps, self.now())
             # kept as the loop returns it: a device tensor is read (a host sync) only when logged
             self.avg_loss = loss if self.avg_loss is None else self.avg_loss * EMA_ALPHA + loss * (1 - EMA_ALPHA)
         if self.checkpoint_every and self.steps >= self._next_checkpoint and self.net is not None:
@@ -195,7 +210,7 @@ class Telemetry:
         return engine.state.steps - self._last_sample[0] >= self.fps_every
 
     def _sample_fps(self, engine: Engine) -> None:
-        step, wall = engine.state.steps, self.timer.value()
+        step, wall = engine.state.steps, self.now()
         window = (step - self._last_sample[0]) / max(wall - self._last_sample[1], 1e-9)
         self._last_sample = (step, wall)
         self.fps_series.append([step, round(wall, 3), round(window, 2)])
@@ -212,7 +227,7 @@ class Telemetry:
         engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)
 
     def _check_time(self, engine: Engine) -> None:
-        if self.timer.value() >= self.max_seconds:
+        if self.now() >= self.max_seconds:
             self.stop_reason = f"time budget: {self.max_seconds} s"
             engine.terminate()
 

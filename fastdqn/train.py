@@ -12,7 +12,8 @@ from .config import TORCH_PONG, validate
 from .envs import frames_per_step
 from .errors import UsageError, WriteFailed
 from .lifecycle import check_writable_dir, describe, stops_at_safe_points, stops_held
-from .results import build_result, cpu_isa, git_info, native_cpu_bf16, write_json_atomic
+from .results import build_result, cpu_isa, git_info, machine_name, native_cpu_bf16, write_json_atomic
+from .resume import state_path
 from .telemetry import Telemetry
 
 
@@ -110,6 +111,19 @@ def write_checkpoint(out: Path, cfg, telemetry) -> str | None:
     return str(path)
 
 
+def write_state(path: Path | None, telemetry) -> str | None:
+    """A resumable run's whole state (resume.py); None when it is not resumable, its loop built
+    nothing yet, or the file could not be written (said in one line)."""
+    if path is None or telemetry.save_loop_state is None:
+        return None
+    try:
+        telemetry.save_loop_state(path)
+    except OSError as e:
+        print(f"fastdqn: could not write the run state {path} ({e.strerror or e})", file=sys.stderr)
+        return None
+    return str(path)
+
+
 def train(cfg) -> dict:
     """Run and write the result; returns it. A stop (KeyboardInterrupt: Ctrl-C, SIGTERM) and
     crashes still write it (status interrupted / failed) and are re-raised for the caller."""
@@ -127,11 +141,15 @@ def train(cfg) -> dict:
     telemetry = Telemetry(stop_reward, fps_mult, cfg.run.max_steps, cfg.run.max_seconds, cfg.run.fps_every,
                           cfg.hp.replay_initial)
     telemetry.rewards.source = stop_source
+    state_file = state_path(out) if cfg.run.resumable != "no" else None
     if cfg.run.checkpoint_every:
-        telemetry.periodic_checkpoints(cfg.run.checkpoint_every, lambda step: write_checkpoint(
-            out.with_name(f"{out.stem}.step{step}.json"), cfg, telemetry))
+        def periodic(step: int) -> None:
+            write_checkpoint(out.with_name(f"{out.stem}.step{step}.json"), cfg, telemetry)
+            write_state(state_file, telemetry)
+        telemetry.periodic_checkpoints(cfg.run.checkpoint_every, periodic)
     status, error = "failed", None
     code = git_info()  # the code that runs: a commit made while it runs is not its code
+    telemetry.part_info = {"commit": code.get("commit"), "machine": machine_name()}
     threads = torch.get_num_threads()
     try:
         if cfg.run.threads:
@@ -153,6 +171,9 @@ def train(cfg) -> dict:
             telemetry.close()
             result = build_result(cfg, telemetry, status, fps_mult,
                                   extra={"device": str(device), "error": error, "git": code})
+            if cfg.run.resume:  # its times are the parts' sum: never one run's wall clock
+                result["resumed"] = {"from": cfg.run.resume, "parts": telemetry.all_parts()}
             result["checkpoint"] = write_checkpoint(out, cfg, telemetry)
+            result["state"] = write_state(state_file, telemetry)
             save(out, result)
     return result

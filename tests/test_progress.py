@@ -104,7 +104,7 @@ def test_ctrl_c_ends_with_an_interrupted_line(tmp_path):
 def test_time_budget_eta_is_the_nearer_budget():
     t = SimpleNamespace(steps=1000, max_steps=100_000, max_seconds=60.0, learn_start=(500, 1.0),
                         rewards=RewardTracker(17), curve=[], epsilon=0.5,
-                        timer=SimpleNamespace(value=lambda: 10.0), fps=lambda: 100.0)
+                        now=lambda: 10.0, fps=lambda: 100.0)
     p = RunProgress(t, 500, stream=open(os.devnull, "w"))
     assert p.eta(1000, 10.0, 100.0) == 50.0          # time budget: 50 s left; steps: 990 s
     t.max_seconds = 0
@@ -118,7 +118,7 @@ def test_cost_is_under_1_percent_at_the_baseline_step_rate():
     the display costs 29 update() calls plus one drawn line into a log."""
     t = SimpleNamespace(steps=12345, max_steps=100_000, max_seconds=0.0, learn_start=(500, 1.0),
                         rewards=RewardTracker(17), curve=[[1, 1, 1.0, -21.0]] * 50, epsilon=0.5,
-                        timer=SimpleNamespace(value=lambda: 10.0), fps=lambda: 29.0)
+                        now=lambda: 10.0, fps=lambda: 29.0)
     for r in range(50):
         t.rewards.add(-21.0 + r % 3, 1, 1.0, r)
     with open(os.devnull, "w") as sink:

@@ -13,6 +13,7 @@ from ..envs import make_vec_env
 from ..learner import Learner
 from ..model import make_net
 from ..replay import make_replay, sampler
+from ..resume import load_state, restore, save_state
 from ..schedule import UpdateSchedule
 from ..telemetry import Telemetry
 from ..transfer import make_to_device
@@ -29,9 +30,20 @@ def run(cfg, device, telemetry: Telemetry) -> None:
     to_device = make_to_device(device, flags.pinned)
     replay = make_replay(hp, flags, obs_space.shape, obs_space.dtype, env.num_envs, device, to_device)
     policy = EpsilonGreedy(learner.net, n_actions, device, flags.no_grad, seed=hp.seed, to_device=to_device)
-    collector = Collector(env, policy, replay, telemetry.profile, hp.seed)
     rng = sampler(replay, hp.seed + 1)
     schedule = UpdateSchedule(hp, env.batch)
+    loop = {"learner": learner, "schedule": schedule, "policy": policy, "rng": rng, "replay": replay}
+    resumed_at = 0
+    if cfg.run.resume:  # before the collector: its first games start on top of the restored replay
+        doc = load_state(cfg.run.resume)
+        restore(doc, loop, telemetry)
+        resumed_at = doc["agent_steps"]
+    collector = Collector(env, policy, replay, telemetry.profile, hp.seed + resumed_at)
+    collector.steps = resumed_at
+    loop["collector"] = collector
+    if cfg.run.resumable != "no":
+        telemetry.save_loop_state = lambda path: save_state(path, cfg, loop, telemetry,
+                                                            cfg.run.resumable == "with_replay")
     telemetry.samples_per_update = schedule.batch_size
     telemetry.track_net(learner.net, obs_space.shape, obs_space.dtype, n_actions, hp)
 
