@@ -116,6 +116,8 @@ class RunSettings:
                          "core; 1 keeps a shared or busy machine from collapsing under spin-waits)", min=0)
     checkpoint_every: int = _f(0, "also write the net every this many agent steps, beside the result as "
                                   "<name>.step<N>.pt (0 = only at the end)", min=0)
+    eval_episodes: int = _f(0, "when the run ends (not on a stop): play this many greedy games with its "
+                               "checkpoint (fastdqn eval), recorded in the result as eval (0 = none)", min=0)
     resumable: str = _f("no", "write the run's whole state beside the result as <name>.state.pt when it ends "
                               "and at each checkpoint_every, for --resume (serial loop; with_replay: the replay "
                               "too)", choices=("no", "yes", "with_replay"))

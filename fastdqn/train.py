@@ -176,4 +176,10 @@ def train(cfg) -> dict:
             result["checkpoint"] = write_checkpoint(out, cfg, telemetry)
             result["state"] = write_state(state_file, telemetry)
             save(out, result)
+    if cfg.run.eval_episodes and result["checkpoint"]:  # after the save: a stop here keeps the result
+        from .evaluate import evaluate
+        played = evaluate(result["checkpoint"], cfg.run.eval_episodes, progress=False)
+        result["eval"] = {k: played[k] for k in ("episodes", "epsilon", "mean", "std", "min", "max")}
+        result["eval"]["path"] = str(Path(result["checkpoint"]).with_suffix(".eval.json"))
+        save(out, result)
     return result

@@ -50,3 +50,15 @@ def test_eval_is_reproducible_for_a_seed(checkpoint, tmp_path):
 def test_eval_bad_input_is_one_line(checkpoint, capsys, args, message):
     assert main(["eval", str(checkpoint), *args]) == 2
     assert capsys.readouterr().err.strip() == f"fastdqn: error: {message}"
+
+
+def test_train_can_evaluate_its_checkpoint_at_the_end_and_report_shows_it(tmp_path):
+    from fastdqn.bench.report import matrix_table
+    out = tmp_path / "r.json"
+    assert main(["train", "--env", "CartPole-v1", "--max-steps", "120", "--replay-initial", "40", "--batch-size", "8",
+                 "--eval-episodes", "3", "--progress", "false", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    played = json.loads((tmp_path / "r.eval.json").read_text())
+    assert result["eval"]["episodes"] == played["episodes"] == 3 and result["eval"]["mean"] == played["mean"]
+    assert result["eval"]["epsilon"] == 0.0
+    assert f"| {played['mean']:,.1f} | budget |" in matrix_table({"cell": [result]}, ["cell"])

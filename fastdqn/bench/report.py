@@ -75,6 +75,8 @@ def cell_stats(results: list[dict]) -> dict:
         "steps": statistics.mean(r["steps"] for r in results),
         "statuses": sorted({r["status"] for r in results}),
         "resumed": sum(1 for r in results if r.get("resumed")),
+        "eval": statistics.mean(r["eval"]["mean"] for r in evals) if (evals := [
+            r for r in results if (r.get("eval") or {}).get("mean") is not None]) else None,
         **{k: _mean_compute(results, k) for k in ("loop_gflops", "loop_share_of_peak", "learn_gflops",
                                                     "learn_share_of_peak", "act_gflops", "act_share_of_peak")},
     }
@@ -84,8 +86,8 @@ def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
     stats = {c: cell_stats(cells[c]) for c in order}
     base = stats.get(BASELINE_CELL, {}).get("fps")
     lines = ["| cell | seeds | FPS (agent steps/s) | spread | frames/s | vs baseline | GFLOP/s (of peak) | "
-             "steps run | time to solve, median [min, max] | solved | steps to solve | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "steps run | time to solve, median [min, max] | solved | steps to solve | greedy eval | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in order:
         s = stats[c]
         spread = "-" if s["fps"] is None else f"{_fmt(s['fps_min'])}-{_fmt(s['fps_max'])}"
@@ -96,7 +98,8 @@ def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
             solve += f" ({s['resumed']} resumed)"
         lines.append(f"| {c} | {s['seeds']} | {_fmt(s['fps'])} | {spread} | {_fmt(s['frames'])} | {ratio} | "
                      f"{_gflops(s['loop_gflops'], s['loop_share_of_peak'])} | {_fmt(s['steps'], 0)} | {solve} | "
-                     f"{s['solved']}/{s['seeds']} | {_fmt(s['steps_median'], 0)} | {', '.join(s['statuses'])} |")
+                     f"{s['solved']}/{s['seeds']} | {_fmt(s['steps_median'], 0)} | {_fmt(s['eval'])} | "
+                     f"{', '.join(s['statuses'])} |")
     return "\n".join(lines)
 
 
@@ -140,7 +143,9 @@ HEADER = ["# Results", "",
           "FPS = agent steps per wall-clock second after the replay warm-up (frames/s = 4x for Atari).",
           "Time to solve = wall clock from the start of the run until the mean reward of the last 100",
           "episodes reaches the stop reward; unsolved seeds are counted in the `solved` column. A run",
-          "marked `resumed` went on from a saved state: its time is the sum of its parts' training time.", ""]
+          "marked `resumed` went on from a saved state: its time is the sum of its parts' training time.",
+          "Greedy eval = the mean score of the games its checkpoint played at the end (`--eval-episodes`),",
+          "mean over the seeds that ran them.", ""]
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
