@@ -78,6 +78,8 @@ def restore_telemetry(t, s: dict) -> None:
     r.ema, r.best_mean = s["ema"], s["best_mean"]
     t.parts = [dict(p) for p in s["parts"]]
     t.part_start = (s["steps"], s["seconds"])
+    if t.checkpoint_every:  # the next multiple after the step it resumes at, not one at once
+        t._next_checkpoint = (t.steps // t.checkpoint_every + 1) * t.checkpoint_every
 
 
 def save_state(path: Path, cfg, loop: dict, telemetry, with_replay: bool) -> None:

@@ -118,3 +118,10 @@ def test_what_cannot_be_resumed_is_one_line(tmp_path, capsys):
     assert "resume takes <name>.state.pt" in capsys.readouterr().err
     assert main(["train", *BASE, "--parallel", "true", "--resumable", "yes", "--out", str(tmp_path / "p.json")]) == 2
     assert "the serial loop's" in capsys.readouterr().err
+
+
+def test_checkpoints_go_on_at_the_next_multiple_after_a_resume(tmp_path):
+    out, _ = run(tmp_path, "r", "--max-steps", "250", "--resumable", "yes", "--checkpoint-every", "100")
+    assert main(["train", "--resume", str(out.with_suffix(".state.pt")), "--max-steps", "450",
+                 "--progress", "false"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("r.step*.pt")) == [f"r.step{n}.pt" for n in (100, 200, 300, 400)]
