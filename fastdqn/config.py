@@ -6,6 +6,7 @@ group). Precedence: defaults < preset < TOML file < CLI. Schedules are in agent 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -141,6 +142,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ale_vector": _ALE_VECTOR,
     "solve_recipe": {**_ALE_VECTOR, "n_step": 3, "double": True, "updates_per_step": 0.125, "bf16": True,
                      "compile": True},
+    # physics on the CPU (~100 frames/s per core): env copies in processes; 250 agent steps a game
+    "carracing": {"env": "CarRacing-v3", "backend": "gym_async", "envs": 2, "n_step": 3, "double": True,
+                  "updates_per_step": 0.25},
 }
 PRESET_DOCS = {
     "baseline": "the book's baseline: 1 env, DeepMind wrappers, 1 env step + 1 SGD step per iteration",
@@ -153,6 +157,8 @@ PRESET_DOCS = {
     "ale_vector": "modern: ale-py's C++ vector env, 8 envs stepped on threads, async batches of 4",
     "solve_recipe": "ale_vector with 3-step returns, Double DQN, 1 update of 32 per 8 agent steps, bf16, "
                     "the compiled learner: the first recipe to reach 17 on 2 CPU cores",
+    "carracing": "CarRacing-v3, 5 discrete actions, its own preprocessing, 2 envs in processes, 3-step "
+                 "Double DQN, 1 update of 32 per 4 agent steps: a starting point, not a tuned recipe",
 }
 
 
@@ -317,6 +323,9 @@ def validate(cfg: Config, device=None) -> None:
         raise UsageError(f"compile_env compiles torch_pong's step: expected --env {TORCH_PONG}, got {hp.env!r}")
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
+    if hp.env.startswith("CarRacing") and (f.backend.startswith("ale") or f.wrappers != "baseline"):
+        raise UsageError(f"env {hp.env} has its own preprocessing (envs/carracing.py) on the sequential or "
+                         f"gym_async backend: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")
     if f.backend.startswith("ale") and f.wrappers != "baseline":
         raise UsageError(f"wrappers {f.wrappers!r} with backend {f.backend}: ale-py's vector env "
                          "preprocesses in C++; wrappers apply to sequential and gym_async")
@@ -342,6 +351,8 @@ def check_env_id(env_id: str) -> None:
         gym.spec(env_id)
     except gym.error.Error as e:
         raise UsageError(f"env {env_id!r}: {e}") from None
+    if env_id.startswith("CarRacing") and importlib.util.find_spec("Box2D") is None:
+        raise UsageError(f"env {env_id} needs gymnasium's box2d extra: pip install 'fastdqn[carracing]'")
 
 
 def check_flags(flags: Flags, device=None) -> None:

@@ -17,8 +17,9 @@ def is_atari(env_id: str) -> bool:
 
 
 def frames_per_step(hp) -> int:
-    """Emulator frames per agent step: frame skip for Atari and torch_pong, 1 otherwise."""
-    return hp.frame_skip if is_atari(hp.env) or hp.env == TORCH_PONG else 1
+    """Emulator (physics) frames per agent step: frame skip for Atari, torch_pong and CarRacing
+    (its action repeat), 1 otherwise."""
+    return hp.frame_skip if is_atari(hp.env) or hp.env == TORCH_PONG or hp.env.startswith("CarRacing") else 1
 
 
 class FireReset(gym.Wrapper):

@@ -1,5 +1,5 @@
-"""Single-env factory. Atari ids get the book's DeepMind preprocessing; other ids (CartPole in
-tests) are used as they are."""
+"""Single-env factory. Atari ids get the book's DeepMind preprocessing, CarRacing its own
+(carracing.py); other ids (CartPole in tests) are used as they are."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -8,12 +8,15 @@ from gymnasium.wrappers import (AtariPreprocessing, FrameStackObservation, Recor
                                 TransformReward)
 
 from .ale_common import FireReset, is_atari
+from .carracing import is_carracing, make_carracing_env
 
 
 def make_env(hp, wrappers: str = "baseline") -> gym.Env:
     """One env with the baseline preprocessing, or the tweaked one (envs/fast.py). Episode
     statistics (info["episode"]) record the raw game score, before reward clipping. Seed it
     through the first reset(seed=...)."""
+    if is_carracing(hp.env):
+        return make_carracing_env(hp)
     if not is_atari(hp.env):
         return RecordEpisodeStatistics(gym.make(hp.env))
     if wrappers == "fast":  # flag site: wrappers
