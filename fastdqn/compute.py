@@ -47,7 +47,8 @@ def count_flops(net: nn.Module, obs_shape: tuple[int, ...], obs_dtype, hp, rows:
     actions, zeros = torch.zeros(rows, dtype=torch.long), torch.zeros(rows)
 
     def update():
-        dqn_loss(net, tgt, obs, actions, zeros, zeros + hp.gamma, obs, True, hp.loss, hp.double).backward()
+        dqn_loss(net, tgt, obs, actions, zeros, zeros + hp.gamma, obs, no_grad=True, kind=hp.loss,
+                 double=hp.double).backward()
 
     def act():
         with torch.no_grad():

@@ -63,6 +63,12 @@ class Hyperparams:
                                "default, the book's; Rainbow uses 1.5e-4)", min=0.0)
     dueling: bool = _f(False, "dueling head (Wang et al. 2016): Q = V + A - mean(A) from two streams of "
                               "the head's size (off = the book's single head)")
+    priority_alpha: float = _f(0.0, "prioritized replay (Schaul et al. 2016, proportional): sample transition "
+                                    "i with probability p_i^alpha / sum p^alpha, p = |TD error| (0 = uniform, "
+                                    "the book's; 0.6 is the paper's)", min=0.0)
+    priority_beta: float = _f(0.4, "prioritized replay: the importance-weight exponent at the start, raised "
+                                   "linearly to 1 over priority_beta_steps agent steps", min=0.0, max=1.0)
+    priority_beta_steps: int = _f(1_000_000, "prioritized replay: agent steps over which beta reaches 1", min=1)
 
 
 @dataclass
@@ -323,6 +329,9 @@ def validate(cfg: Config, device=None) -> None:
         raise UsageError(f"compile_env compiles torch_pong's step: expected --env {TORCH_PONG}, got {hp.env!r}")
     if f.async_batch and (f.backend != "ale_async" or f.async_batch >= f.envs):
         raise UsageError(f"async_batch {f.async_batch}: expected backend ale_async and fewer than envs ({f.envs})")
+    if hp.priority_alpha and (f.replay != "host" or f.cuda_graph or f.loop != "serial"):
+        raise UsageError(f"priority_alpha {hp.priority_alpha}: prioritized replay runs on the host replay of the "
+                         "serial or parallel loop, without cuda_graph")
     if hp.env.startswith("CarRacing") and (f.backend.startswith("ale") or f.wrappers != "baseline"):
         raise UsageError(f"env {hp.env} has its own preprocessing (envs/carracing.py) on the sequential or "
                          f"gym_async backend: backend {f.backend!r} and wrappers {f.wrappers!r} do not apply")

@@ -78,6 +78,7 @@ def discount_powers(gamma: float, n: int) -> np.ndarray:
 class FrameReplay:
     """The replay (module docstring). device None: numpy on the host; a torch device: tensors
     there, inputs copied in by `to_device` when they come as numpy arrays from host envs."""
+    prioritized = False  # PrioritizedReplay: sample() adds importance weights, learn() sets priorities
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_envs: int = 1,
                  gamma: float = 0.99, n_step: int = 1, device: torch.device | None = None, to_device=None):
@@ -268,8 +269,75 @@ def check_fits(need: int, capacity: int, device: torch.device | None) -> None:
                          f"{free / 2**30:,.2f} GiB {where}")
 
 
+class PrioritizedReplay(FrameReplay):
+    """Proportional prioritized replay (Schaul et al. 2016) on the host. Transition i is drawn
+    with probability P(i) = q_i / sum_k q_k, q = p^alpha, over the slots the uniform draw could
+    take (q is kept 0 elsewhere: a slot written without its transition yet, or one whose stack
+    lookback the ring has overwritten); a new transition gets the largest priority seen so far;
+    after an update, p = |TD error| + eps. sample() appends the importance weights
+    w_i = (N P(i))^-beta / max_j w_j over the batch (Dopamine's normalization; N cancels), beta
+    raised linearly from beta0 to 1 (anneal). The draw is stratified (one uniform in each of
+    batch_size equal parts of the total) on a cumulative sum of the whole ring: O(capacity) per
+    batch, where a sum tree would be O(log capacity) per draw but O(log capacity) per insert too."""
+    prioritized = True
+
+    def __init__(self, *args, alpha: float, beta0: float = 0.4, beta_steps: int = 1_000_000, eps: float = 1e-6,
+                 **kwargs):
+        self.q = None  # FrameReplay.__init__ writes no slot
+        super().__init__(*args, **kwargs)
+        self.alpha, self.beta0, self.beta_steps, self.eps = alpha, beta0, beta_steps, eps
+        self.beta = beta0
+        self.q = np.zeros(self.has_transition.shape, np.float64)  # p^alpha per slot
+        self.max_priority = 1.0
+        self.last = None  # (envs, slots) of the last sample, for update_priorities
+
+    def anneal(self, steps: int) -> None:
+        self.beta = min(1.0, self.beta0 + (1.0 - self.beta0) * steps / self.beta_steps)
+
+    def _write(self, envs, frames, pos) -> None:
+        super()._write(envs, frames, pos)
+        written = self.written[envs]
+        self.q[envs, (written - 1) % self.ring] = 0.0  # a new observation: no transition yet
+        lost = written - self.ring + self.stack - 2  # the slot whose stack lookback was just overwritten
+        keep = lost >= 0
+        self.q[envs[keep], lost[keep] % self.ring] = 0.0
+
+    def add(self, actions, rewards, terminated, next_obs, env_ids=None, frames: bool = False) -> None:
+        envs = self._envs(env_ids)
+        cur = (self.written[envs] - 1) % self.ring
+        super().add(actions, rewards, terminated, next_obs, env_ids, frames)
+        self.q[envs, cur] = self.max_priority ** self.alpha
+
+    def sample_indices(self, batch_size: int, rng):
+        if self.added == 0:
+            raise ValueError("replay is empty")
+        q = self.q.ravel()
+        cdf = np.cumsum(q)
+        u = (np.arange(batch_size) + rng.random(batch_size)) * (cdf[-1] / batch_size)
+        flat = np.minimum(np.searchsorted(cdf, u, side="right"), len(q) - 1)
+        flat = np.where(q[flat] > 0, flat, np.searchsorted(cdf, cdf[flat], side="left"))  # never a 0 slot
+        envs, slots = np.divmod(flat, self.ring)
+        low, _ = self._usable()
+        picked = q[flat]
+        self._weights = ((picked / picked.min()) ** -self.beta).astype(np.float32)
+        self.last = (envs, slots)
+        return envs, low[envs] + (slots - low[envs]) % self.ring
+
+    def sample(self, batch_size: int, rng):
+        return (*super().sample(batch_size, rng), self._weights)
+
+    def update_priorities(self, td_abs: np.ndarray) -> None:
+        """The last sample's new priorities from its |TD errors|."""
+        p = np.asarray(td_abs, np.float64) + self.eps
+        self.max_priority = max(self.max_priority, float(p.max()))
+        self.q[self.last] = p ** self.alpha
+
+
 def make_replay(hp, flags, obs_shape, obs_dtype, num_envs: int, device: torch.device, to_device) -> FrameReplay:
     on_device = device if flags.replay == "device" else None  # flag site: replay
+    if hp.priority_alpha:  # flag site: priority_alpha (config refuses it with a device replay)
+        return PrioritizedReplay(hp.replay_size, obs_shape, obs_dtype, num_envs, hp.gamma, hp.n_step,
+                                 alpha=hp.priority_alpha, beta0=hp.priority_beta, beta_steps=hp.priority_beta_steps)
     return FrameReplay(hp.replay_size, obs_shape, obs_dtype, num_envs, hp.gamma, hp.n_step, on_device, to_device)
 
 

@@ -6,7 +6,7 @@ checkpoint: the online and target nets, Adam's state, the agent-step, episode an
 the update and target-sync schedules (epsilon follows the agent step), the random generators of
 exploration and replay sampling, what telemetry has measured (the reward curve and window, FPS
 samples, phase seconds, the clock) and, with "with_replay", the replay itself (100k Pong
-transitions: ~0.7 GB). Plain tensors, numbers and strings: read with torch.load(weights_only=True).
+transitions: ~0.7 GB; with prioritized replay, its priorities too). Plain tensors, numbers and strings: read with torch.load(weights_only=True).
 
 The envs cannot be saved: a resumed run starts new games (seeded with the run's seed plus the
 agent step it resumes at), and the games that were running when it stopped end there, unscored
@@ -98,6 +98,8 @@ def save_state(path: Path, cfg, loop: dict, telemetry, with_replay: bool) -> Non
     if with_replay:
         doc["replay"] = {name: _tensor(getattr(replay, name)) for name in REPLAY_ARRAYS}
         doc["replay"]["added"] = int(replay.added)
+        if replay.prioritized:
+            doc["replay"]["q"], doc["replay"]["max_priority"] = _tensor(replay.q), replay.max_priority
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -162,6 +164,8 @@ def restore(doc: dict, loop: dict, telemetry) -> None:
             else:
                 target[...] = saved[name].numpy()
         replay.added = saved["added"]
+        if replay.prioritized:
+            replay.q[...], replay.max_priority = saved["q"].numpy(), saved["max_priority"]
     else:  # learning waits until the replay holds replay_initial transitions again
         schedule.first_step = doc["agent_steps"] + schedule.first_step
         schedule.done = 0

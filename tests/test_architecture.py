@@ -65,7 +65,7 @@ def test_the_check_finds_a_cycle():
 
 # --- flag sites ---------------------------------------------------------------------------
 
-RECIPE = ("updates_per_step", "n_step", "double", "dueling")  # Hyperparams that switch a code path
+RECIPE = ("updates_per_step", "n_step", "double", "dueling", "priority_alpha")  # Hyperparams that switch a code path
 TWO_SITES = {"no_grad": 2,  # action selection and the target net's forward
              "envs": 2}     # the host env copies (vector.py) and the device loop's games
 

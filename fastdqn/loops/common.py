@@ -39,12 +39,18 @@ def learn(steps: int, schedule, replay, rng, learner, profile, telemetry, to_dev
     loss = None
     for _ in range(n):
         with profile("replay_sample"):
+            if replay.prioritized:  # PrioritizedReplay (make_replay: priority_alpha)
+                replay.anneal(steps)
             batch = replay.sample(schedule.batch_size, rng)
         if isinstance(batch[0], np.ndarray):
             with profile("copy"):
                 batch = [to_device(a) for a in batch]
         with profile("learn"):
             loss = learner.update(batch)
+        if replay.prioritized:  # the batch's TD errors are its new priorities (a host read: CPU replay)
+            with profile("replay_sample"):
+                loss, td = loss
+                replay.update_priorities(td.float().cpu().numpy())
     if n and schedule.sync_due(steps):
         with profile("learn"):
             learner.sync_target()
