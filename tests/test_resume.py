@@ -75,9 +75,13 @@ def run(tmp_path, name, *args):
     return out, json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("straight"), "straight", "--max-steps", "600")[1]
+
+
 @pytest.mark.parametrize("resumable, updates", [("with_replay", 551), ("yes", 251 + 251)])
-def test_a_resumed_run_continues_its_counters_schedules_curve_and_clock(tmp_path, resumable, updates):
-    _, straight = run(tmp_path, "straight", "--max-steps", "600")
+def test_a_resumed_run_continues_its_counters_schedules_curve_and_clock(tmp_path, straight, resumable, updates):
     out, first = run(tmp_path, "r", "--max-steps", "300", "--resumable", resumable)
     assert main(["train", "--resume", str(out.with_suffix(".state.pt")), "--max-steps", "600",
                  "--progress", "false"]) == 0
