@@ -139,7 +139,8 @@ class FrameReplay:
         """What nbytes() will be, known before anything is allocated: per slot a frame, the
         action (int64), reward (float32), terminated and has_transition (bool), pos (int64)."""
         stacked = len(obs_shape) == 3
-        frame = int(np.prod(obs_shape[1:] if stacked else obs_shape)) * np.dtype(obs_dtype).itemsize
+        itemsize = obs_dtype.itemsize if isinstance(obs_dtype, torch.dtype) else np.dtype(obs_dtype).itemsize
+        frame = int(np.prod(obs_shape[1:] if stacked else obs_shape)) * itemsize
         ring = -(-capacity // num_envs) + (obs_shape[0] if stacked else 1)
         return num_envs * ring * (frame + 8 + 4 + 1 + 1 + 8)
 

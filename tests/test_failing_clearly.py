@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import fastdqn.replay as replay_mod
 from fastdqn.cli import main
@@ -31,9 +32,12 @@ def test_a_diverged_loss_fails_the_run_at_the_next_logged_step(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("shape,dtype,envs", [((4, 84, 84), np.uint8, 1), ((4, 84, 84), np.uint8, 8),
-                                              ((2, 84, 84), np.uint8, 3), ((4,), np.float32, 2)])
+                                              ((2, 84, 84), np.uint8, 3), ((4,), np.float32, 2),
+                                              ((4, 84, 84), torch.uint8, 4)])  # torch_pong's device replay
 def test_planned_replay_bytes_are_what_it_allocates(shape, dtype, envs):
-    assert FrameReplay.planned_nbytes(1000, shape, dtype, envs) == FrameReplay(1000, shape, dtype, envs).nbytes()
+    device = torch.device("cpu") if isinstance(dtype, torch.dtype) else None
+    assert FrameReplay.planned_nbytes(1000, shape, dtype, envs) == \
+        FrameReplay(1000, shape, dtype, envs, device=device).nbytes()
 
 
 def test_a_replay_over_the_free_memory_is_refused_before_it_is_allocated(monkeypatch):
