@@ -6,6 +6,7 @@ group). Precedence: defaults < preset < TOML file < CLI. Schedules are in agent 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import math
 from dataclasses import dataclass, field, fields
@@ -356,8 +357,13 @@ def check_env_id(env_id: str) -> None:
     import ale_py  # here: config stays importable without gymnasium and ALE
     import gymnasium as gym
     gym.register_envs(ale_py)  # the Atari ids
+    module, _, name = env_id.rpartition(":")  # "module:Id", as gym.make takes it: the module registers Id
     try:
-        gym.spec(env_id)
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except ImportError as e:
+        raise UsageError(f"env {env_id!r}: module {module!r} cannot be imported ({e})") from None
     except gym.error.Error as e:
         raise UsageError(f"env {env_id!r}: {e}") from None
     if env_id.startswith("CarRacing") and importlib.util.find_spec("Box2D") is None:
