@@ -34,6 +34,11 @@ def save_checkpoint(path: Path, net: nn.Module, config: dict, obs_shape, n_actio
     doc = {"format": FORMAT, "version": VERSION, "fastdqn_version": __version__, "config": config,
            "obs_shape": [int(d) for d in obs_shape], "n_actions": int(n_actions), "step": int(step),
            "state_dict": state}
+    save_atomic(path, doc)
+
+
+def save_atomic(path: Path, doc: dict) -> None:
+    """torch.save to a temporary file renamed over `path`: a stop mid-write leaves no half file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -23,13 +23,13 @@ is never read as one run's.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
+from .checkpoint import save_atomic
 from .errors import UsageError
 
 FORMAT = "fastdqn-run-state"
@@ -100,14 +100,7 @@ def save_state(path: Path, cfg, loop: dict, telemetry, with_replay: bool) -> Non
         doc["replay"]["added"] = int(replay.added)
         if replay.prioritized:
             doc["replay"]["q"], doc["replay"]["max_priority"] = _tensor(replay.q), replay.max_priority
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(doc, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomic(path, doc)
 
 
 def load_state(path: str | os.PathLike) -> dict:
