@@ -70,9 +70,11 @@ def recipe(cores: int) -> dict:
 
 def ladder_cells() -> list[dict]:
     from fastdqn.config import PRESETS
-    # a ladder cell runs ~12 s, less than compiling takes: compiled presets run eager here, renamed
+    # a ladder cell runs ~12 s, less than compiling takes: compiled presets run eager here, renamed.
+    # Pong's presets only: another env's (carracing) has its own matrix and may need an extra
+    pong = [p for p, hp in PRESETS.items() if "env" not in hp]
     return [{"name": p, "preset": p} if not PRESETS[p].get("compile") else
-            {"name": f"{p}_eager", "preset": p, "compile": False} for p in PRESETS]
+            {"name": f"{p}_eager", "preset": p, "compile": False} for p in pong]
 
 
 def fast_path_cells(cores: int) -> list[dict]:
