@@ -9,7 +9,6 @@ step, and the online network's state dict.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from . import __version__
 from .errors import UsageError
+from .results import atomic_path
 from .model import make_net
 
 FORMAT, VERSION = "fastdqn-checkpoint", 1
@@ -38,18 +38,9 @@ def save_checkpoint(path: Path, net: nn.Module, config: dict, obs_shape, n_actio
 
 
 def save_atomic(path: Path, doc: dict) -> None:
-    """torch.save to a temporary file renamed over `path`: a stop mid-write leaves no half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """torch.save through a temporary file renamed over `path`: a stop mid-write leaves no half file."""
+    with atomic_path(path) as tmp:
         torch.save(doc, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

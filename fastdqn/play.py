@@ -21,6 +21,7 @@ from .checkpoint import build_net, load_checkpoint
 from .config import build_config
 from .errors import UsageError
 from .evaluate import SEED_OFFSET
+from .results import atomic_path
 
 EMULATOR_HZ = 60  # Atari 2600 frames per second
 
@@ -80,6 +81,5 @@ def write_gif(path: Path, frames: list[np.ndarray], ms_per_frame: int) -> None:
     merges a frame identical to the one before into it, adding up their times."""
     from PIL import Image
     images = [Image.fromarray(f) for f in frames]
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)

@@ -1,6 +1,7 @@
 """Run results: schema, atomic writes, validated reads, machine and version info."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -174,23 +176,30 @@ def git_info() -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
-    """Temp file in the same directory + rename: a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it (with a plain open()'s mode) when the block
+    ends without error: a reader never sees half a file, a stop mid-write leaves none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
+        yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain open() would
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def benchmark_doc(benchmark: str) -> dict:

@@ -60,7 +60,7 @@ def _set_rng_state(rng, state) -> None:
 def telemetry_state(t) -> dict:
     r = t.rewards
     return {"seconds": t.now(), "steps": t.steps, "updates": t.updates, "curve": t.curve, "fps_series": t.fps_series,
-            "learn_start": list(t.learn_start) if t.learn_start else None, "last_sample": list(t._last_sample),
+            "learn_start": list(t.learn_start) if t.learn_start else None,
             "avg_loss": None if t.avg_loss is None else float(t.avg_loss),
             "profile": dict(t.profile.seconds), "window": list(r.window), "ema": r.ema, "best_mean": r.best_mean,
             "parts": t.all_parts()}
@@ -71,15 +71,12 @@ def restore_telemetry(t, s: dict) -> None:
     t.clock_offset, t.steps, t.updates = s["seconds"], s["steps"], s["updates"]
     t.curve, t.fps_series = [list(row) for row in s["curve"]], [list(row) for row in s["fps_series"]]
     t.learn_start = tuple(s["learn_start"]) if s["learn_start"] else None
-    t._last_sample = tuple(s["last_sample"])
     t.avg_loss = s["avg_loss"]
     t.profile.seconds.update(s["profile"])
     r.window.extend(s["window"])
     r.ema, r.best_mean = s["ema"], s["best_mean"]
     t.parts = [dict(p) for p in s["parts"]]
     t.part_start = (s["steps"], s["seconds"])
-    if t.checkpoint_every:  # the next multiple after the step it resumes at, not one at once
-        t._next_checkpoint = (t.steps // t.checkpoint_every + 1) * t.checkpoint_every
 
 
 def save_state(path: Path, cfg, loop: dict, telemetry, with_replay: bool) -> None:

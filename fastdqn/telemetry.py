@@ -88,17 +88,17 @@ class Telemetry:
         self.parts: list[dict] = []  # a resumed run's earlier parts (resume.py)
         self.part_start = (0, 0.0)   # (agent steps, seconds) where this part began
         self.part_info: dict = {}    # this part's commit and machine, set by train
-        self._next_checkpoint = 0
+        self._checkpointed_at: int | None = None  # step of the last periodic checkpoint (None: part_start)
         self.profile = PhaseTimer()  # the loop's (trainer's) phases
         self.player_profiles: list[dict] = []  # parallel loop: each player's PhaseTimer.report
         self.stop_reason = "not started"
-        self._last_sample = (0, 0.0)
+        self._last_sample: tuple | None = None  # (step, seconds) of the last FPS sample (None: part_start)
         self.tb: TensorboardLogger | None = None
         self._train_scalars: dict[str, float] = {}
 
     def periodic_checkpoints(self, every: int, write) -> None:
         """write(step) once the loop's net exists and at every multiple of `every` agent steps."""
-        self.checkpoint_every, self.write_checkpoint, self._next_checkpoint = every, write, every
+        self.checkpoint_every, self.write_checkpoint = every, write
 
     # --- called by the loops -------------------------------------------------------------
     def track_net(self, net, obs_shape, obs_dtype, n_actions: int, hp) -> None:
@@ -197,8 +197,10 @@ class Telemetry:
             self.learn_start = self.learn_start or (self.steps, self.now())
             # kept as the loop returns it: a device tensor is read (a host sync) only when logged
             self.avg_loss = loss if self.avg_loss is None else self.avg_loss * EMA_ALPHA + loss * (1 - EMA_ALPHA)
-        if self.checkpoint_every and self.steps >= self._next_checkpoint and self.net is not None:
-            self._next_checkpoint = (self.steps // self.checkpoint_every + 1) * self.checkpoint_every
+        every = self.checkpoint_every
+        last = self.part_start[0] if self._checkpointed_at is None else self._checkpointed_at
+        if every and self.steps // every > last // every and self.net is not None:  # a multiple passed
+            self._checkpointed_at = self.steps
             self.write_checkpoint(self.steps)
         if self.max_steps and self.steps >= self.max_steps:
             self.stop_reason = f"step budget: {self.max_steps} agent steps"
@@ -206,12 +208,16 @@ class Telemetry:
         if self.progress is not None:
             self.progress.update()
 
+    def _last_fps_sample(self) -> tuple:
+        return self.part_start if self._last_sample is None else self._last_sample
+
     def _sample_due(self, engine: Engine, _event) -> bool:
-        return engine.state.steps - self._last_sample[0] >= self.fps_every
+        return engine.state.steps - self._last_fps_sample()[0] >= self.fps_every
 
     def _sample_fps(self, engine: Engine) -> None:
         step, wall = engine.state.steps, self.now()
-        window = (step - self._last_sample[0]) / max(wall - self._last_sample[1], 1e-9)
+        last_step, last_wall = self._last_fps_sample()
+        window = (step - last_step) / max(wall - last_wall, 1e-9)
         self._last_sample = (step, wall)
         self.fps_series.append([step, round(wall, 3), round(window, 2)])
         # only what exists yet: no loss or FPS during the warm-up
