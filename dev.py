@@ -12,8 +12,8 @@ Set-up (skipped when pyproject.toml is unchanged since the last one):
   image), the venv sees it (--system-site-packages) and keeps that build.
 - Otherwise torch==2.13.0 is installed first: on the CPU machines that is the CPU build on disk,
   so the open torch requirement that follows never pulls a multi-GB CUDA build.
-- fastdqn is installed editable with its test, reference and ray extras, then ptan 0.8.1 WITHOUT its
-  dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
+- fastdqn is installed editable with its test, reference, ray and evotorch extras, then ptan
+  0.8.1 WITHOUT its dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
 - Where pip reaches no package registry, it says so in one line and points to the README's
   offline install instead of failing inside pip.
 """
@@ -59,7 +59,7 @@ def setup() -> None:
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if subprocess.run([str(PY), "-c", "import torch"], capture_output=True).returncode != 0:
         sh(*pip, TORCH_CPU)
-    sh(*pip, "-e", f"{ROOT}[test,ref,ray]")
+    sh(*pip, "-e", f"{ROOT}[test,ref,ray,evotorch]")  # every peer the tests run
     sh(*pip, "--no-deps", PTAN)
     stamp.write_text(want)
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import peers
 from ..config import all_fields, build_config, parse_value
 from ..errors import UsageError
 from ..lifecycle import stop_signal
@@ -45,9 +46,18 @@ def finished(path: Path, cell: Cell, seed: int, machine: str | None) -> dict | N
     cfg = result["config"]
     recorded = {**cfg["hyperparams"], **cfg["flags"], **cfg["run"]}
     table = all_fields()
+    parse = ((lambda k, v: peers.parse_setting(cell.peer, k, v)) if cell.peer  # peer cells (fastdqn/peers)
+             else (lambda k, v: parse_value(k, v, table[k][1])))
     same = (result["status"] in DONE and cfg["preset"] == cell.preset and recorded.get("seed") == seed
-            and all(recorded.get(k) == parse_value(k, v, table[k][1]) for k, v in cell.settings.items()))
+            and all(recorded.get(k) == parse(k, v) for k, v in cell.settings.items()))
     return result if same else None
+
+
+def cell_config(cell: Cell, run: dict | None = None):
+    """The config a run of `cell` gets, with the runner's `run` settings on top: a fastdqn Config,
+    or a peer cell's PeerConfig (fastdqn/peers)."""
+    settings = {**cell.settings, **(run or {})}
+    return peers.peer_config(cell.peer, settings) if cell.peer else build_config(cell.preset, None, settings)
 
 
 def log_base(runs: Path, machine: str, matrix: Matrix, cell: Cell, seed: int) -> Path:
@@ -56,7 +66,9 @@ def log_base(runs: Path, machine: str, matrix: Matrix, cell: Cell, seed: int) ->
 
 
 def train_command(cell: Cell, seed: int, out: Path, logdir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "fastdqn", "train", "--preset", cell.preset, "--seed", str(seed),
+    trainer = (["fastdqn.peers", cell.peer] if cell.peer  # peer cells: fastdqn/peers/__main__.py
+               else ["fastdqn", "train", "--preset", cell.preset])
+    cmd = [sys.executable, "-m", *trainer, "--seed", str(seed),
            "--name", f"{cell.name}-{seed}", "--out", str(out), "--logdir", str(logdir),
            "--progress", "true", "--progress-every", str(CHILD_PROGRESS_S)]  # its log: what bench shows
     for key, value in cell.settings.items():
@@ -137,7 +149,7 @@ def cell_cap(cell: Cell, override: float | None = None) -> float:
     CAP_MARGIN_S; a cell with neither budget runs until solved, uncapped."""
     if override is not None:
         return override
-    run = build_config(cell.preset, None, dict(cell.settings)).run
+    run = cell_config(cell).run
     budgets = [b for b in (run.max_seconds, run.max_steps / CAP_MIN_FPS) if b]
     return min(budgets) + CAP_MARGIN_S if budgets else 0.0
 
@@ -151,7 +163,7 @@ def capped_record(result: dict | None, cell: Cell, seed: int, cap: float) -> tup
         from ..envs import frames_per_step
         from ..results import build_result
         from ..telemetry import Telemetry
-        cfg = build_config(cell.preset, None, {**cell.settings, "seed": seed, "name": f"{cell.name}-{seed}"})
+        cfg = cell_config(cell, {"seed": seed, "name": f"{cell.name}-{seed}"})
         telemetry = Telemetry(cfg.hp.stop_reward, frames_per_step(cfg.hp))
         result = build_result(cfg, telemetry, "failed", frames_per_step(cfg.hp), extra={"error": None})
     elif result["status"] in DONE:

@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..config import build_config
 from ..errors import UsageError
 from ..lifecycle import STOP_SIGNALS
 from ..results import load_result, machine_id, machine_name, validate_result, write_json_atomic
 from .matrix import Cell, Matrix
-from .jobs import (CHILD_STOP_S, capped_record, cell_cap, finished, log_base, result_path, run_child,
-                   train_command)
+from .jobs import (CHILD_STOP_S, capped_record, cell_cap, cell_config, finished, log_base, result_path,
+                   run_child, train_command)
 
 Jobs = list[tuple[Cell, int]]
 MACHINE_RE = re.compile(r"[a-z0-9][a-z0-9-]*")  # what results.machine_id() makes
@@ -166,7 +165,7 @@ class RayLauncher:
     def run(self, matrix: Matrix, results: Path, runs: Path, jobs: Jobs) -> Iterator[Outcome]:
         """Starts Ray and submits every job (errors here come before any cell runs); the
         returned iterator yields the outcomes as tasks end and shuts Ray down."""
-        configs = {cell.name: build_config(cell.preset, None, dict(cell.settings)) for cell in matrix.cells}
+        configs = {cell.name: cell_config(cell) for cell in matrix.cells}
         for name, cfg in configs.items():
             if cfg.run.device not in ("auto", "cpu", "cuda", "cuda:0"):
                 raise UsageError(f"cell {name!r}: device {cfg.run.device!r}: with --launcher ray a cell "
@@ -199,7 +198,8 @@ class RayLauncher:
                 gpu = cfg.run.device.startswith("cuda") or (cfg.run.device == "auto" and total.get("GPU", 0) > 0)
                 if gpu and not total.get("GPU"):
                     raise UsageError(f"cell {cell.name!r}: device {cfg.run.device!r} but the Ray cluster has no GPU")
-                options = {"num_cpus": min(cpus_needed(cfg.flags), node_cpus), "num_gpus": 1 if gpu else 0,
+                cpus = cfg.workers if cell.peer else cpus_needed(cfg.flags)  # peer cells: their workers
+                options = {"num_cpus": min(cpus, node_cpus), "num_gpus": 1 if gpu else 0,
                            "max_retries": 0}  # a failed cell is reported, not rerun
                 ref = task.options(**options).remote(cell, seed, finished_on(results, matrix, cell, seed),
                                                      cell_cap(cell, self.cell_cap), self.mailbox)
