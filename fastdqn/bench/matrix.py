@@ -4,12 +4,18 @@ validated whole before anything runs.
     name = "quick"                 # optional, default: the file's stem
     description = "..."            # optional
     seeds = [123]                  # optional, default [123]
+    reference = "full"             # optional: a ladder's reference cell, the report's ratios are to it
     [defaults]                     # settings for every cell: any config field, e.g. budgets
     max_steps = 2000
     [[cell]]
     name = "baseline"              # unique, directory-safe
     preset = "baseline"            # optional, default baseline
     no_grad = false                # any config field overrides the defaults
+    [[cell]]
+    name = "ppo"
+    peer = "sb3_ppo"               # instead of a preset: a peer trainer (fastdqn/peers). It takes env,
+                                   # stop_reward, the budgets and run settings (peers.keys); [defaults]
+                                   # it does not take (replay, flags) are the fastdqn cells'
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import peers
 from ..config import PRESETS, all_fields, build_config, load_toml
 from ..errors import UsageError
 
-TOP_KEYS = {"name", "description", "seeds", "defaults", "cell"}
+TOP_KEYS = {"name", "description", "seeds", "defaults", "cell", "reference"}
 # set by the runner per cell and seed; a matrix may not set them
 RESERVED = {"seed", "out", "logdir", "name", "progress"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -29,8 +36,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @dataclass
 class Cell:
     name: str
-    preset: str
+    preset: str  # a peer cell: the peer's name
     settings: dict = field(default_factory=dict)
+    peer: str = ""  # a peer trainer (fastdqn/peers) instead of a fastdqn preset
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Matrix:
     description: str
     seeds: list[int]
     cells: list[Cell]
+    reference: str | None = None  # a ladder's reference cell (report.py: ladder table)
 
 
 def _check_settings(settings: dict, where: str, path: str) -> None:
@@ -49,6 +58,17 @@ def _check_settings(settings: dict, where: str, path: str) -> None:
             raise UsageError(f"{path}: key {key!r} in {where} is set by the runner per cell and seed")
         if key not in known:
             raise UsageError(f"{path}: unknown key {key!r} in {where}")
+
+
+def _peer_cell(name: str, raw: dict, defaults: dict, path: str) -> Cell:
+    where = f"{path}: cell {name!r}: "
+    peer = raw.pop("peer")
+    if "preset" in raw:
+        raise UsageError(f"{where}peer {peer!r} and preset {raw['preset']!r}: a cell runs one of them")
+    for key in raw:
+        if key in RESERVED:
+            raise UsageError(f"{path}: key {key!r} in cell {name!r} is set by the runner per cell and seed")
+    return Cell(name, peer, peers.cell_settings(peer, defaults, raw, where), peer=peer)
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -80,6 +100,9 @@ def load_matrix(path: str | Path) -> Matrix:
         if cname in seen:
             raise UsageError(f"{path}: duplicate cell name {cname!r}")
         seen.add(cname)
+        if "peer" in raw:  # peer cells (fastdqn/peers): a peer trainer instead of a preset
+            cells.append(_peer_cell(cname, raw, defaults, path))
+            continue
         preset = raw.pop("preset", "baseline")
         if preset not in PRESETS:
             raise UsageError(f"{path}: cell {cname!r}: unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
@@ -93,4 +116,8 @@ def load_matrix(path: str | Path) -> Matrix:
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise UsageError(f"{path}: description: expected a string")
-    return Matrix(name, path, description, seeds, cells)
+    reference = doc.get("reference")
+    if reference is not None and (not isinstance(reference, str) or reference not in seen):
+        raise UsageError(f"{path}: reference {reference!r} names no cell: expected one of "
+                         f"{', '.join(c.name for c in cells)}")
+    return Matrix(name, path, description, seeds, cells, reference)

@@ -5,6 +5,8 @@
 (b) fps.png      FPS per cell, bars at the mean with min-max whiskers over seeds
 (c) solve.png    time to solve per cell (median, min-max whiskers); unsolved seeds annotated
 (d) phases.png   where the wall time goes per cell (trainer phase shares, mean over seeds)
+(e) ladder.png   a ladder matrix only (one with a reference cell): time to solve per rung, its
+                 ratio to the reference, unsolved rungs hatched with the levels they reached
 
 Curves come from the result files' reward curves, or from TensorBoard event files
 (`episodes/avg_reward`) with `curves_from_tensorboard`.
@@ -85,7 +87,7 @@ def plot_reward(curves_by_cell: dict[str, list], path: Path, title: str, bound: 
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     left.set_ylabel("mean reward of the last 100 episodes\n(of all episodes until there are 100)")
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="lower right", fontsize=8, ncol=1 if len(curves_by_cell) <= 8 else 2)  # a ladder has 12
     fig.suptitle(f"{title}: reward (median over seeds, band = min-max)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -158,6 +160,44 @@ def plot_phases(results_by_cell: dict[str, list[dict]], path: Path, title: str) 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_ladder(rows: list[dict], path: Path, title: str, reference: str) -> Path:
+    """Time to solve per rung of a ladder (report.ladder_rows), with its ratio to the reference
+    above each bar; a rung whose median is not reached within its run (unsolved seeds) is drawn
+    hatched up to the time it ran, annotated with the best 100- and 20-game means it reached."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 5))
+    x = np.arange(len(rows))
+    colors = plt.cm.tab10.colors
+    top = max((r["time"][0] / 60 for r in rows if r["time"]), default=1.0) or 1.0
+    for xi, row in zip(x, rows):
+        if row["time"] is None:
+            continue
+        minutes, solved = row["time"][0] / 60, row["time"][0] == row["time"][1]
+        color = colors[1] if row["reference"] else colors[0]
+        ax.bar(xi, minutes, color=color if solved else "white", edgecolor=color, hatch=None if solved else "//")
+        ax.annotate("reference" if row["reference"] else row["time_ratio_text"], (xi, minutes), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=8)
+        if not solved:
+            best100 = [u["best100"] for u in row["unsolved"] if u["best100"] is not None]
+            best20 = [u["best20"] for u in row["unsolved"] if u["best20"] is not None]
+            reached = ", ".join(f"{max(v):+.1f} ({n}-game)" for v, n in ((best100, 100), (best20, 20)) if v)
+            ax.annotate(f"not solved, reached {reached or 'no full window'}", (xi, 0.02 * top), ha="center",
+                        va="bottom", rotation=90, fontsize=8, bbox={"facecolor": "white", "edgecolor": "none"})
+    ref = next((r for r in rows if r["reference"]), None)
+    if ref and ref["time"] and ref["time"][0] == ref["time"][1]:
+        ax.axhline(ref["time"][0] / 60, color=colors[1], linestyle="--", linewidth=1, label=reference)
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(0, top * 1.12)
+    ax.set_xticks(x, [r["cell"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("minutes to solve (median over seeds)")
+    ax.set_title(f"{title}\nladder: time to solve per rung, ratio to {reference} above; hatched = not solved "
+                 "(bar: the time it ran)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_all(results_by_cell: dict[str, list[dict]], folder: Path, title: str) -> list[Path]:

@@ -22,13 +22,13 @@ from ignite.engine import Engine, Events
 from ..errors import UsageError
 from ..lifecycle import check_writable_dir
 from ..progress import BenchProgress
-from ..results import load_result
+from ..results import atomic_path, load_result
 from .launchers import LocalLauncher, Outcome
 from .matrix import Cell, Matrix
 
 SUMMARY_COLUMNS = ["cell", "seed", "preset", "status", "steps", "episodes", "updates", "fps",
                    "frames_per_second", "wall_seconds", "solve_seconds_mean100", "solve_steps_mean100",
-                   "solve_seconds_ema", "last_mean100", "loop_gflops", "loop_share_of_peak"]
+                   "solve_seconds_ema", "last_mean100", "loop_gflops", "loop_share_of_peak", "reference"]
 
 
 def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), progress: bool = True,
@@ -79,7 +79,8 @@ def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), p
     return (1 if failed else 0), machines
 
 
-def summary_row(cell: Cell, seed: int, result: dict) -> dict:
+def summary_row(cell: Cell, seed: int, result: dict, reference: str | None = None) -> dict:
+    """reference: the matrix's `reference` cell (a ladder's), what report's ratios are to."""
     mean100, ema = result["solved"]["mean100"], result["solved"]["ema"]
     return {"cell": cell.name, "seed": seed, "preset": cell.preset, "status": result["status"],
             "steps": result["steps"], "episodes": result["episodes"], "updates": result["updates"],
@@ -88,7 +89,8 @@ def summary_row(cell: Cell, seed: int, result: dict) -> dict:
             "solve_steps_mean100": mean100["steps"], "solve_seconds_ema": ema["seconds"],
             "last_mean100": result.get("last_mean100"),
             "loop_gflops": (result.get("compute") or {}).get("loop_gflops"),
-            "loop_share_of_peak": (result.get("compute") or {}).get("loop_share_of_peak")}
+            "loop_share_of_peak": (result.get("compute") or {}).get("loop_share_of_peak"),
+            "reference": reference or ""}
 
 
 def write_summary(folder: Path, matrix: Matrix) -> None:
@@ -98,15 +100,13 @@ def write_summary(folder: Path, matrix: Matrix) -> None:
             path = folder / cell.name / f"{seed}.json"
             if path.exists():
                 try:
-                    rows.append(summary_row(cell, seed, load_result(path)))
+                    rows.append(summary_row(cell, seed, load_result(path), matrix.reference))
                 except UsageError as e:
                     print(f"fastdqn: skipping {e}", file=sys.stderr)
     if not rows:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".summary.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(folder / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(folder / "summary.csv")
