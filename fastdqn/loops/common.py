@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 
 import numpy as np
@@ -25,6 +26,8 @@ def run_engine(iteration, cfg, telemetry) -> None:
     # defaults (convolutions in TF32 through cuDNN, matmuls fp32: the fc layers are small)
     torch.backends.cudnn.benchmark = True
     engine = Engine(iteration)
+    # ignite logs two lines for an exception that ends the run; train reports it in one (or a traceback)
+    engine.logger.setLevel(logging.CRITICAL)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress and cfg.run.progress_every)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: stop_point())  # counted, then stopped
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
