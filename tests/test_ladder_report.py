@@ -22,8 +22,8 @@ LADDER = {  # rung -> what it changes in the recipe (the ladder's TOML comments 
     "ale_async": {"backend": "ale_async", "async_batch": 4}, "threads_1": {"threads": 1},
     "book_replay_ratio": {"updates_per_step": 0.0}, "n_step_1": {"n_step": 1}, "no_double": {"double": False},
 }
-RECIPE = {"backend": "ale_sync", "async_batch": 0, "updates_per_step": 0.0625, "bf16": True, "threads": 2,
-          "max_seconds": 9000}
+RECIPE = {"backend": "ale_sync", "async_batch": 0, "updates_per_step": 0.0625, "epsilon_steps": 250_000,
+          "bf16": True, "threads": 2, "max_seconds": 9000}
 
 
 def flat(cell) -> dict:
