@@ -12,6 +12,15 @@ import pytest
 from fastdqn.lifecycle import StopRequested, stop_point, stop_requests, stops_at_safe_points
 
 
+@pytest.fixture(autouse=True)
+def sigint_not_ignored():
+    """pytest started as a background job (`cmd &` in a script) inherits SIGINT ignored, which
+    stop_requests rightly leaves ignored: these tests send SIGINT, so it gets Python's handler."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def spin(seconds: float) -> None:
     """Busy Python code (no stop_point) for `seconds`: where a signal handler can run."""
     end = time.monotonic() + seconds
