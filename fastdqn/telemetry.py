@@ -211,15 +211,24 @@ class Telemetry:
     def _last_fps_sample(self) -> tuple:
         return self.part_start if self._last_sample is None else self._last_sample
 
-    def _sample_due(self, engine: Engine, _event) -> bool:
-        return engine.state.steps - self._last_fps_sample()[0] >= self.fps_every
+    def fps_sample_due(self, step: int) -> bool:
+        return step - self._last_fps_sample()[0] >= self.fps_every
 
-    def _sample_fps(self, engine: Engine) -> None:
-        step, wall = engine.state.steps, self.now()
+    def record_fps_sample(self, step: int) -> float:
+        """The FPS of the window since the last sample into fps_series; returns the wall time."""
+        wall = self.now()
         last_step, last_wall = self._last_fps_sample()
         window = (step - last_step) / max(wall - last_wall, 1e-9)
         self._last_sample = (step, wall)
         self.fps_series.append([step, round(wall, 3), round(window, 2)])
+        return wall
+
+    def _sample_due(self, engine: Engine, _event) -> bool:
+        return self.fps_sample_due(engine.state.steps)
+
+    def _sample_fps(self, engine: Engine) -> None:
+        step = engine.state.steps
+        wall = self.record_fps_sample(step)
         # only what exists yet: no loss or FPS during the warm-up
         number = lambda v: None if v is None else float(v)
         avg_loss = number(self.avg_loss)  # read here anyway: checking it costs CUDA no extra sync

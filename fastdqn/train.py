@@ -124,6 +124,34 @@ def write_state(path: Path | None, telemetry) -> str | None:
     return str(path)
 
 
+def run_recorded(body, telemetry, threads: int, record) -> dict:
+    """body() on `threads` torch threads (0: as set), stoppable at its safe points; then, whatever
+    happened, record(status, error) with stops held (a second stop request must not cut the
+    record short), returning its result. A stop (KeyboardInterrupt) or crash is re-raised after
+    the record, as interrupted / failed. train and the peer runs (fastdqn/peers) share it."""
+    status, error = "failed", None
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        with stops_at_safe_points():  # a stop ends the loop between iterations (lifecycle)
+            body()
+        reason = telemetry.stop_reason
+        status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
+    except KeyboardInterrupt as e:
+        status, telemetry.stop_reason = "interrupted", f"interrupted ({describe(e)})"
+        raise
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        telemetry.stop_reason = f"failed: {error}"
+        raise
+    finally:
+        torch.set_num_threads(before)  # train() also runs inside tests and the check gate
+        with stops_held():
+            result = record(status, error)
+    return result
+
+
 def train(cfg) -> dict:
     """Run and write the result; returns it. A stop (KeyboardInterrupt: Ctrl-C, SIGTERM) and
     crashes still write it (status interrupted / failed) and are re-raised for the caller."""
@@ -147,35 +175,21 @@ def train(cfg) -> dict:
             write_checkpoint(out.with_name(f"{out.stem}.step{step}.json"), cfg, telemetry)
             write_state(state_file, telemetry)
         telemetry.periodic_checkpoints(cfg.run.checkpoint_every, periodic)
-    status, error = "failed", None
     code = git_info()  # the code that runs: a commit made while it runs is not its code
     telemetry.part_info = {"commit": code.get("commit"), "machine": machine_name()}
-    threads = torch.get_num_threads()
-    try:
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        with stops_at_safe_points():  # a stop ends the loop between iterations (lifecycle)
-            run_loop(cfg, device, telemetry)
-        reason = telemetry.stop_reason
-        status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
-    except KeyboardInterrupt as e:
-        status, telemetry.stop_reason = "interrupted", f"interrupted ({describe(e)})"
-        raise
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        telemetry.stop_reason = f"failed: {error}"
-        raise
-    finally:
-        torch.set_num_threads(threads)  # train() also runs inside tests and the check gate
-        with stops_held():  # a second stop request must not cut the record of the run short
-            telemetry.close()
-            result = build_result(cfg, telemetry, status, fps_mult,
-                                  extra={"device": str(device), "error": error, "git": code})
-            if cfg.run.resume:  # its times are the parts' sum: never one run's wall clock
-                result["resumed"] = {"from": cfg.run.resume, "parts": telemetry.all_parts()}
-            result["checkpoint"] = write_checkpoint(out, cfg, telemetry)
-            result["state"] = write_state(state_file, telemetry)
-            save(out, result)
+
+    def record(status: str, error: str | None) -> dict:
+        telemetry.close()
+        result = build_result(cfg, telemetry, status, fps_mult,
+                              extra={"device": str(device), "error": error, "git": code})
+        if cfg.run.resume:  # its times are the parts' sum: never one run's wall clock
+            result["resumed"] = {"from": cfg.run.resume, "parts": telemetry.all_parts()}
+        result["checkpoint"] = write_checkpoint(out, cfg, telemetry)
+        result["state"] = write_state(state_file, telemetry)
+        save(out, result)
+        return result
+
+    result = run_recorded(lambda: run_loop(cfg, device, telemetry), telemetry, cfg.run.threads, record)
     if cfg.run.eval_episodes and result["checkpoint"]:  # after the save: a stop here keeps the result
         from .evaluate import evaluate
         played = evaluate(result["checkpoint"], cfg.run.eval_episodes, progress=False)

@@ -3,14 +3,12 @@ run's edges (run_peer: outputs checked first, Ctrl-C and SIGTERM, the result wri
 happens), both as fastdqn's train does them, with its Telemetry, stop rule and result schema."""
 from __future__ import annotations
 
-import torch
-
 from ..envs import frames_per_step
-from ..lifecycle import describe, stop_point, stops_at_safe_points, stops_held
+from ..lifecycle import stop_point
 from ..progress import RunProgress
 from ..results import build_result, git_info, machine_name
 from ..telemetry import MEAN_WINDOW, Telemetry
-from ..train import check_outputs, save, stop_rule
+from ..train import check_outputs, run_recorded, save, stop_rule
 from . import PEERS, PeerConfig, adapter
 
 FPS_DEFINITION = "agent steps per wall-clock second after the warm-up (from the peer's first update on)"
@@ -35,7 +33,6 @@ class PeerMeter:
         if cfg.run.logdir:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(cfg.run.logdir)  # fastdqn's tags, so report --from-tensorboard reads it
-        self._last_sample = (0, 0.0)
         self.record: dict = {}  # the adapter's notes for the result's `peer` block
 
     def set_warmup(self, steps: int) -> None:
@@ -69,8 +66,10 @@ class PeerMeter:
     def advance(self, step: int, epsilon: float | None = None) -> bool:
         t = self.telemetry
         t.steps, t.epsilon = int(step), epsilon
-        if t.steps - self._last_sample[0] >= t.fps_every:
-            self._sample_fps()
+        if t.fps_sample_due(t.steps):
+            t.record_fps_sample(t.steps)
+            if self.tb is not None and t.fps() is not None:
+                self.tb.add_scalar("train/avg_fps", t.fps(), t.steps)
         if t.progress is not None:
             t.progress.update()
         stop_point()
@@ -87,15 +86,6 @@ class PeerMeter:
 
     def stop(self) -> None:
         self.telemetry.timer.pause()
-
-    def _sample_fps(self) -> None:
-        t = self.telemetry
-        step, wall = t.steps, t.now()
-        window = (step - self._last_sample[0]) / max(wall - self._last_sample[1], 1e-9)
-        self._last_sample = (step, wall)
-        t.fps_series.append([step, round(wall, 3), round(window, 2)])
-        if self.tb is not None and t.fps() is not None:
-            self.tb.add_scalar("train/avg_fps", t.fps(), step)
 
     def close(self) -> None:
         self.telemetry.close()  # the final progress line
@@ -114,32 +104,20 @@ def run_peer(cfg: PeerConfig) -> dict:
     out = check_outputs(cfg)
     meter = PeerMeter(cfg)
     t = meter.telemetry
-    status, error = "failed", None
     code = git_info()  # the code that runs: a commit made while it runs is not its code
-    threads = torch.get_num_threads()
-    try:
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        with stops_at_safe_points():
-            module.run(cfg, library, device, meter)
+
+    def body() -> None:
+        module.run(cfg, library, device, meter)
         if t.stop_reason == "running":  # the library's own schedule ran out
             t.stop_reason = f"completed: {p.distribution}'s own training schedule ended at {t.steps} agent steps"
-        reason = t.stop_reason
-        status = "solved" if reason.startswith("solved") else "budget" if "budget" in reason else "completed"
-    except KeyboardInterrupt as e:
-        status, t.stop_reason = "interrupted", f"interrupted ({describe(e)})"
-        raise
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        t.stop_reason = f"failed: {error}"
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        with stops_held():  # a second stop request must not cut the record of the run short
-            meter.close()
-            result = build_result(cfg, t, status, frames_per_step(cfg.hp),
-                                  extra={"device": str(device), "error": error, "git": code,
-                                         "fps_definition": FPS_DEFINITION, "checkpoint": None,
-                                         "peer": {**cfg.to_dict()["peer"], **meter.record}})
-            save(out, result)
-    return result
+
+    def record(status: str, error: str | None) -> dict:
+        meter.close()
+        result = build_result(cfg, t, status, frames_per_step(cfg.hp),
+                              extra={"device": str(device), "error": error, "git": code,
+                                     "fps_definition": FPS_DEFINITION, "checkpoint": None,
+                                     "peer": {**cfg.to_dict()["peer"], **meter.record}})
+        save(out, result)
+        return result
+
+    return run_recorded(body, t, cfg.run.threads, record)
