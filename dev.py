@@ -2,7 +2,8 @@
 """Set-up and entry point for a fresh machine with only Python:
 
     python3 dev.py bench [ARGS]   # set up .venv, then `fastdqn bench ARGS` (the default benchmark)
-    python3 dev.py test [ARGS]    # set up .venv, then `pytest ARGS`
+    python3 dev.py test [ARGS]    # set up .venv, then `pytest ARGS`; no ARGS: the whole suite in
+                                  # two phases (below)
     python3 dev.py fastdqn ARGS   # set up .venv, then any fastdqn command
     python3 dev.py wheelhouse DIR [--python-version X.Y] [--platform TAG] [--extras A,B] [--have NAME,...]
                                   # wheels for a machine without a registry (README: Offline install)
@@ -16,11 +17,16 @@ Set-up (skipped when pyproject.toml is unchanged since the last one):
   0.8.1 WITHOUT its dependencies: its pins (torch==2.5.0, numpy<2, ...) never reach the resolver.
 - Where pip reaches no package registry, it says so in one line and points to the README's
   offline install instead of failing inside pip.
+
+`dev.py test` with no ARGS runs the suite in two phases: every test not marked `quiet` on one
+pytest-xdist worker per core (most tests are one-thread training runs: on the 2-core CI machine
+two at once halve the wall clock), then the `quiet` ones, which time code against code, alone.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -64,6 +70,34 @@ def setup() -> None:
     stamp.write_text(want)
 
 
+TEST_PHASES = (["-n", "logical", "--dist", "loadgroup", "-m", "not quiet"], ["-m", "quiet"])
+
+
+def run_phases(phases) -> int:
+    """Each command in turn as a child; after a SIGTERM or SIGINT no later phase starts. A
+    SIGTERM sent to us reaches the running pytest as SIGINT, its own clean stop (xdist ends its
+    workers); a terminal's Ctrl-C reaches it directly (it is in our process group), so it is not
+    sent twice. The first failing exit code is ours; every phase runs otherwise, so that CI shows
+    every failure."""
+    stopped, child, code = [], None, 0
+
+    def stop(signum, _frame):
+        stopped.append(signum)
+        if signum == signal.SIGTERM and child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for cmd in phases:
+        if stopped:
+            break
+        print("+", " ".join(cmd), flush=True)
+        child = subprocess.Popen(cmd)
+        rc = child.wait()
+        code = code or rc
+    return code or (128 + stopped[0] if stopped else 0)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("bench", "test", "fastdqn", "setup", "wheelhouse"):
         print("usage: python3 dev.py bench|test|fastdqn|setup|wheelhouse [ARGS]", file=sys.stderr)
@@ -75,6 +109,9 @@ def main(argv: list[str]) -> int:
     what, rest = argv[0], argv[1:]
     if what == "setup":
         return 0
+    if what == "test" and not rest:
+        os.chdir(ROOT)
+        return run_phases([[str(PY), "-m", "pytest", *phase] for phase in TEST_PHASES])
     if what == "test":
         cmd = [str(PY), "-m", "pytest", *rest]
     elif what == "bench":

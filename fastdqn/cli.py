@@ -148,7 +148,7 @@ def cmd_play(args) -> int:
                     progress=not args.no_progress)
     game = "the whole game" if played["whole_game"] else f"its first {played['agent_steps']:,} agent steps"
     print(f"play: {played['gif']} ({game}, score {played['score']:g}, {played['frames']:,} frames at "
-          f"{played['fps']:.1f}/s)")
+          f"{played['fps']:.1f}/s); a strip of its frames: {played['strip']}")
     return 0
 
 

@@ -4,7 +4,9 @@ The agent plays on the training run's own env stack (the observations its networ
 what is recorded is the emulator's screen, 210x160 RGB with the game's score at its top, read
 from ALE after each agent step (every frame_skip-th emulator frame), so the GIF plays at the
 agent's real-time rate, 60 / frame_skip frames per second (to the GIF's hundredths of a
-second: 14.3 for Pong). Pillow writes the GIF. Atari envs
+second: 14.3 for Pong). Pillow writes the GIF, and beside it a strip of STRIP_FRAMES screens
+evenly spaced over the game, the last one included (its score is the final one), as
+<name>.strip.png: what `report` shows where a GIF is too big to look at in a table. Atari envs
 only: others render through extras (pygame) fastdqn does not install.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .evaluate import SEED_OFFSET
 from .results import atomic_path
 
 EMULATOR_HZ = 60  # Atari 2600 frames per second
+STRIP_FRAMES = 8
 
 
 def record(checkpoint: str, out: str, epsilon: float = 0.0, seed: int | None = None, max_steps: int = 0,
@@ -70,8 +73,10 @@ def record(checkpoint: str, out: str, epsilon: float = 0.0, seed: int | None = N
     # GIF frame times are whole hundredths of a second: the nearest to the agent's real-time rate
     centis = max(2, round(100 * cfg.hp.frame_skip * every / EMULATOR_HZ))
     write_gif(out_path, frames, centis * 10)
+    strip = strip_path(out_path)
+    write_strip(strip, frames)
     fps = 100 / centis
-    played = {"gif": str(out_path), "score": score, "whole_game": ended, "agent_steps": steps,
+    played = {"gif": str(out_path), "strip": str(strip), "score": score, "whole_game": ended, "agent_steps": steps,
               "frames": len(frames), "fps": fps, "checkpoint_step": doc["step"], "epsilon": epsilon, "seed": seed}
     return played
 
@@ -83,3 +88,22 @@ def write_gif(path: Path, frames: list[np.ndarray], ms_per_frame: int) -> None:
     images = [Image.fromarray(f) for f in frames]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+
+
+def strip_path(gif: Path) -> Path:
+    return gif.with_suffix(".strip.png")
+
+
+def strip_indices(count: int, n: int = STRIP_FRAMES) -> list[int]:
+    """n indices spread evenly over count frames, the first and the last included."""
+    if count <= n:
+        return list(range(count))
+    return [round(i * (count - 1) / (n - 1)) for i in range(n)]
+
+
+def write_strip(path: Path, frames: list[np.ndarray]) -> None:
+    """The frames at strip_indices side by side, one PNG (Pillow), written atomically."""
+    from PIL import Image
+    picked = np.concatenate([frames[i] for i in strip_indices(len(frames))], axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(picked).save(tmp, format="PNG")

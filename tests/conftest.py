@@ -1,8 +1,16 @@
 """Shared fixtures: run `fastdqn train` in-process and read its result back."""
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core (dev.py test): one thread each,
+    os.environ["OMP_NUM_THREADS"] = "1"   # the train processes they start included
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 from fastdqn.cli import main
 from fastdqn.results import load_result

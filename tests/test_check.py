@@ -125,6 +125,7 @@ def test_bad_reference_is_a_usage_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.quiet
 def test_injected_slowdown_fails_the_gate(tmp_path):
     """The real measurement: the committed reference passes on a clean tree (CI runs that), and a
     sleep in every fast-wrapper env step (tests/plugins/sitecustomize.py, in every process the

@@ -167,6 +167,7 @@ def _steps_per_second_ratio(n: int = 400, rounds: int = 5) -> float:
     return best["fast"] / best["baseline"]
 
 
+@pytest.mark.quiet
 def test_fast_wrappers_are_faster_than_the_baseline():
     # emulation itself is about half the baseline step (measured ratio:
     # results/amd-epyc-2c/env_step_costs.md)

@@ -7,8 +7,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from fastdqn.bench.ladder import ladder_rows, solve_bounds
 from fastdqn.bench.matrix import Cell, load_matrix
-from fastdqn.bench.report import ladder_rows, solve_bounds, write_report
+from fastdqn.bench.report import write_report
 from fastdqn.bench.runner import SUMMARY_COLUMNS, summary_row
 from fastdqn.cli import main
 from fastdqn.config import build_config

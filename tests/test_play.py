@@ -29,6 +29,33 @@ def test_play_writes_a_gif_of_the_screens_it_played(pong_checkpoint, tmp_path, c
         durations = [f.info["duration"] for f in ImageSequence.Iterator(im)]
     # Pillow merges identical neighbours into one longer frame: the time adds up to every frame's
     assert len(durations) <= frames and sum(durations) == frames * 10 * round(100 * 4 * every / 60)
+    with Image.open(tmp_path / "game.strip.png") as strip:  # 8 screens side by side
+        assert strip.size == (8 * 160, 210) and f"a strip of its frames: {tmp_path / 'game.strip.png'}" in out
+
+
+def test_strip_spreads_its_frames_over_the_game():
+    from fastdqn.play import strip_indices
+    assert strip_indices(5) == [0, 1, 2, 3, 4]  # fewer frames than the strip: all of them
+    assert strip_indices(8) == list(range(8))
+    assert strip_indices(15) == [0, 2, 4, 6, 8, 10, 12, 14]
+    picked = strip_indices(2001)
+    assert picked[0] == 0 and picked[-1] == 2000 and len(picked) == 8 and picked == sorted(set(picked))
+
+
+def test_report_shows_the_agent_beside_its_results(pong_checkpoint, tmp_path):
+    """A GIF play wrote beside a matrix cell's result: results/README.md links it and shows its
+    strip; the eval JSON beside the checkpoint is not taken for a result."""
+    import shutil
+
+    from fastdqn.bench.report import write_report
+    cell = tmp_path / "results" / "m" / "quick" / "baseline"
+    cell.mkdir(parents=True)
+    shutil.copy(pong_checkpoint.with_suffix(".json"), cell / "123.json")
+    (cell / "123.eval.json").write_text("{}")
+    assert main(["play", str(pong_checkpoint), "--out", str(cell / "123.gif"), "--max-steps", "30", "--no-progress"]) == 0
+    text = write_report(tmp_path / "results").read_text()
+    assert ("- `baseline`, 123: [one game of its agent (GIF)](m/quick/baseline/123.gif)"
+            "<br>![baseline 123: frames of the game](m/quick/baseline/123.strip.png)") in text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -21,6 +21,7 @@ from fastdqn.config import build_config
 from fastdqn.results import machine_id, machine_name
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time
 
 
 def descendants(pid: int) -> set[int]:

@@ -163,7 +163,7 @@ def plot_phases(results_by_cell: dict[str, list[dict]], path: Path, title: str) 
 
 
 def plot_ladder(rows: list[dict], path: Path, title: str, reference: str) -> Path:
-    """Time to solve per rung of a ladder (report.ladder_rows), with its ratio to the reference
+    """Time to solve per rung of a ladder (ladder.ladder_rows), with its ratio to the reference
     above each bar; a rung whose median is not reached within its run (unsolved seeds) is drawn
     hatched up to the time it ran, annotated with the best 100- and 20-game means it reached."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 5))
