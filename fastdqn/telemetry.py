@@ -161,13 +161,8 @@ class Telemetry:
 
         @engine.on(EpisodeEvents.BOUND_REWARD_REACHED)
         def _solved(engine):
-            self.stop_reason = f"solved: mean of the last {MEAN_WINDOW} episodes >= {self.rewards.bound}"
+            self.stop_reason = self.solved_reason()
             engine.terminate()
-
-        if self.max_seconds:
-            # not ignite's TimeLimit: it takes whole seconds only and runs its own clock from its
-            # construction, so the budget would not be the wall time this run reports
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self._check_time)
 
         if logdir:
             self.tb = TensorboardLogger(log_dir=logdir)
@@ -202,8 +197,9 @@ class Telemetry:
         if every and self.steps // every > last // every and self.net is not None:  # a multiple passed
             self._checkpointed_at = self.steps
             self.write_checkpoint(self.steps)
-        if self.max_steps and self.steps >= self.max_steps:
-            self.stop_reason = f"step budget: {self.max_steps} agent steps"
+        spent = self.budget_spent()
+        if spent and self.rewards.solved_mean100 is None:  # solved on its last step: solved
+            self.stop_reason = spent
             engine.terminate()
         if self.progress is not None:
             self.progress.update()
@@ -241,10 +237,18 @@ class Telemetry:
         self._train_scalars = {k: v for k, v in scalars.items() if v is not None}
         engine.fire_event(EpisodeEvents.TRAIN_SAMPLED)
 
-    def _check_time(self, engine: Engine) -> None:
-        if self.now() >= self.max_seconds:
-            self.stop_reason = f"time budget: {self.max_seconds} s"
-            engine.terminate()
+    def solved_reason(self) -> str:
+        return f"solved: mean of the last {MEAN_WINDOW} episodes >= {self.rewards.bound}"
+
+    def budget_spent(self) -> str | None:
+        """The stop reason of a budget spent at the current step and wall time; None: none is.
+        Not ignite's TimeLimit: it takes whole seconds only and runs its own clock from its
+        construction, so its budget would not be the wall time this run reports."""
+        if self.max_steps and self.steps >= self.max_steps:
+            return f"step budget: {self.max_steps} agent steps"
+        if self.max_seconds and self.now() >= self.max_seconds:
+            return f"time budget: {self.max_seconds} s"
+        return None
 
     def close(self) -> None:
         if self.progress is not None:  # the final line, once; the stop reason says how it ended

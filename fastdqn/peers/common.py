@@ -7,7 +7,7 @@ from ..envs import frames_per_step
 from ..lifecycle import stop_point
 from ..progress import RunProgress
 from ..results import build_result, git_info, machine_name
-from ..telemetry import MEAN_WINDOW, Telemetry
+from ..telemetry import Telemetry
 from ..train import check_outputs, run_recorded, save, stop_rule
 from . import PEERS, PeerConfig, adapter
 
@@ -73,14 +73,10 @@ class PeerMeter:
         if t.progress is not None:
             t.progress.update()
         stop_point()
-        if t.rewards.solved_mean100 is not None:
-            t.stop_reason = f"solved: mean of the last {MEAN_WINDOW} episodes >= {t.rewards.bound}"
-        elif t.max_steps and t.steps >= t.max_steps:
-            t.stop_reason = f"step budget: {t.max_steps} agent steps"
-        elif t.max_seconds and t.now() >= t.max_seconds:
-            t.stop_reason = f"time budget: {t.max_seconds} s"
-        else:
+        reason = t.solved_reason() if t.rewards.solved_mean100 is not None else t.budget_spent()
+        if reason is None:
             return False
+        t.stop_reason = reason
         self.stop()
         return True
 
