@@ -13,11 +13,14 @@ TensorBoard's writer), and the cleanup after it then waits on that lock for good
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import tempfile
 import threading
 import _thread
 from pathlib import Path
+
+from ignite.engine import Engine
 
 from .errors import UsageError
 
@@ -175,3 +178,11 @@ def check_writable_dir(folder: Path, what: str) -> None:
             pass
     except OSError as e:
         raise UsageError(f"{what} {str(folder)!r} cannot be written: {e.strerror or e}") from None
+
+
+def quiet_engine(process_function) -> Engine:
+    """An ignite Engine that does not log the exception that ends its run: ignite logs a stop or a
+    failure in two lines of its own; fastdqn reports it in one (or a traceback)."""
+    engine = Engine(process_function)
+    engine.logger.setLevel(logging.CRITICAL)
+    return engine

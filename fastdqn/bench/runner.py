@@ -20,7 +20,7 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 
 from ..errors import UsageError
-from ..lifecycle import check_writable_dir
+from ..lifecycle import check_writable_dir, quiet_engine
 from ..progress import BenchProgress
 from ..results import atomic_path, load_result
 from .launchers import LocalLauncher, Outcome
@@ -58,7 +58,7 @@ def run_matrix(matrix: Matrix, results: Path, runs: Path = Path("runs/bench"), p
             failed.append(f"{o.cell.name}/{o.seed} ({what}{where}{f', log {o.log}' if o.log else ''})")
         return f"{o.cell.name}/{o.seed}: {what}{where}"
 
-    engine = Engine(note)
+    engine = quiet_engine(note)  # a stop is bench's one line, not ignite's two
     log = lambda msg: print(msg, file=sys.stderr)
     display = BenchProgress(matrix.name, jobs) if progress else None
     if display is not None:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
-from ..lifecycle import stop_point
+from ..lifecycle import quiet_engine, stop_point
 
 
 def seed_everything(seed: int) -> None:
@@ -25,9 +24,7 @@ def run_engine(iteration, cfg, telemetry) -> None:
     # batch, the update batch), so cuDNN's autotuner pays once per shape; TF32 stays at torch's
     # defaults (convolutions in TF32 through cuDNN, matmuls fp32: the fc layers are small)
     torch.backends.cudnn.benchmark = True
-    engine = Engine(iteration)
-    # ignite logs two lines for an exception that ends the run; train reports it in one (or a traceback)
-    engine.logger.setLevel(logging.CRITICAL)
+    engine = quiet_engine(iteration)
     telemetry.attach(engine, cfg.run.logdir, cfg.run.progress and cfg.run.progress_every)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: stop_point())  # counted, then stopped
     engine.run(itertools.repeat(None), epoch_length=None, max_epochs=1)
