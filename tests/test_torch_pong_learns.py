@@ -1,5 +1,6 @@
 """A DQN learns torch_pong: on the CPU, at reduced size, the 100-episode mean rises well above a
-random policy's within a CI budget.
+random policy's in minutes (7-9 on the 2-core machine: marked `long`, outside `dev.py test`'s
+default run; `dev.py test -m long` runs it).
 
 Reduced: 36x36 frames (the smallest Nature-DQN takes), games to 5 points, 2 stacked frames and a
 black court (`pong_background 0`); the rules, the opponent and the physics are the full game's.
@@ -38,6 +39,7 @@ def random_policy_mean(games: int = 256) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 7-9 minutes on the 2-core machine: outside `dev.py test`'s default run
 def test_dqn_learns_torch_pong_on_the_cpu(run_train, one_torch_thread):
     random_mean = random_policy_mean()
     assert random_mean < -4.5  # the opponent wins almost every point from a random agent

@@ -87,7 +87,8 @@ def plot_reward(curves_by_cell: dict[str, list], path: Path, title: str, bound: 
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     left.set_ylabel("mean reward of the last 100 episodes\n(of all episodes until there are 100)")
-    right.legend(loc="lower right", fontsize=8, ncol=1 if len(curves_by_cell) <= 8 else 2)  # a ladder has 12
+    if right.get_legend_handles_labels()[0]:  # runs that ended no episode draw no curve
+        right.legend(loc="lower right", fontsize=8, ncol=1 if len(curves_by_cell) <= 8 else 2)  # a ladder has 12
     fig.suptitle(f"{title}: reward (median over seeds, band = min-max)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
