@@ -24,8 +24,7 @@ from fastdqn.envs.atari import make_env  # noqa: E402
 from fastdqn.errors import UsageError  # noqa: E402
 
 
-def steps_per_second(env_id: str, steps: int, rounds: int, seed: int = 0) -> float:
-    cfg = build_config(None, None, {"env": env_id})
+def steps_per_second(cfg, steps: int, rounds: int, seed: int = 0) -> float:
     env = make_env(cfg.hp, cfg.flags.wrappers)
     try:
         env.action_space.seed(seed)
@@ -56,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     for env_id in args.envs:
         try:
             check_env_id(env_id)
-            rate = steps_per_second(env_id, args.steps, args.rounds)
-            frames = frames_per_step(build_config(None, None, {"env": env_id}).hp)
+            cfg = build_config(None, None, {"env": env_id})
+            rate = steps_per_second(cfg, args.steps, args.rounds)
+            frames = frames_per_step(cfg.hp)
         except UsageError as e:
             print(f"env_step_cost: {e}", file=sys.stderr)
             return 2

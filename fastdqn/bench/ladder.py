@@ -12,7 +12,8 @@ NATIVE_BF16_ISAS = {"amxbf16", "avx512bf16"}  # results.cpu_isa's tags of the CP
 MATCH = {"faster": "sooner", "slower": "later", "same": "same"}  # FPS and time to solve agree
 
 
-def _fmt(x, digits=1) -> str:
+def fmt(x, digits=1) -> str:
+    """A number with thousands separators, "-" for none (report's tables use it too)."""
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
@@ -128,7 +129,7 @@ def _fmt_ratio(ratio) -> str:
 def _fmt_bound(bounds, scale: float, digits: int, unit: str = "") -> str:
     if bounds is None:
         return "-"
-    value = _fmt(bounds[0] / scale, digits) + unit
+    value = fmt(bounds[0] / scale, digits) + unit
     return value if bounds[0] == bounds[1] else f"≥ {value}"
 
 
@@ -173,7 +174,7 @@ def ladder_table(cells: dict[str, list[dict]], order: list[str], reference: str)
     for row in rows:
         fps_ratio = "-" if row["fps_ratio"] is None else f"{row['fps_ratio']:.2f}x"
         lines.append(f"| {row['cell']} | {_differs(row)} | {row['precision']} | {row['solved']}/{row['seeds']} | "
-                     f"{_fmt(row['fps'])} | {fps_ratio} | "
+                     f"{fmt(row['fps'])} | {fps_ratio} | "
                      f"{_fmt_bound(row['time'], 60, 1, ' min')} | {row['time_ratio_text']} | "
                      f"{_fmt_bound(row['steps'], 1, 0)} | {_reached(row)} | {_verdict(row)} |")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..results import atomic_path, load_result
-from .ladder import ladder_rows, ladder_section
+from .ladder import fmt, ladder_rows, ladder_section
 
 BASELINE_CELL = "baseline"
 
@@ -47,10 +47,6 @@ def cell_order(folder: Path, cells: dict) -> list[str]:
     return order + sorted(c for c in cells if c not in order)
 
 
-def _fmt(x, digits=1) -> str:
-    return "-" if x is None else f"{x:,.{digits}f}"
-
-
 def _mean_compute(results: list[dict], key: str) -> float | None:
     """Mean over the seeds that recorded it (results before the compute block have none)."""
     values = [(r.get("compute") or {}).get(key) for r in results]
@@ -59,7 +55,7 @@ def _mean_compute(results: list[dict], key: str) -> float | None:
 
 
 def _gflops(value, share) -> str:
-    return "-" if value is None else _fmt(value) + ("" if share is None else f" ({share:.0%})")
+    return "-" if value is None else fmt(value) + ("" if share is None else f" ({share:.0%})")
 
 
 def cell_stats(results: list[dict]) -> dict:
@@ -93,15 +89,15 @@ def matrix_table(cells: dict[str, list[dict]], order: list[str]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in order:
         s = stats[c]
-        spread = "-" if s["fps"] is None else f"{_fmt(s['fps_min'])}-{_fmt(s['fps_max'])}"
+        spread = "-" if s["fps"] is None else f"{fmt(s['fps_min'])}-{fmt(s['fps_max'])}"
         ratio = "-" if not base or s["fps"] is None else f"{s['fps'] / base:.2f}x"
         solve = "-" if s["solve_median"] is None else (
-            f"{_fmt(s['solve_median'] / 60)} min [{_fmt(s['solve_min'] / 60)}, {_fmt(s['solve_max'] / 60)}]")
+            f"{fmt(s['solve_median'] / 60)} min [{fmt(s['solve_min'] / 60)}, {fmt(s['solve_max'] / 60)}]")
         if s["resumed"]:  # its times add up parts run apart (resume.py): never one run's wall clock
             solve += f" ({s['resumed']} resumed)"
-        lines.append(f"| {c} | {s['seeds']} | {_fmt(s['fps'])} | {spread} | {_fmt(s['frames'])} | {ratio} | "
-                     f"{_gflops(s['loop_gflops'], s['loop_share_of_peak'])} | {_fmt(s['steps'], 0)} | {solve} | "
-                     f"{s['solved']}/{s['seeds']} | {_fmt(s['steps_median'], 0)} | {_fmt(s['eval'])} | "
+        lines.append(f"| {c} | {s['seeds']} | {fmt(s['fps'])} | {spread} | {fmt(s['frames'])} | {ratio} | "
+                     f"{_gflops(s['loop_gflops'], s['loop_share_of_peak'])} | {fmt(s['steps'], 0)} | {solve} | "
+                     f"{s['solved']}/{s['seeds']} | {fmt(s['steps_median'], 0)} | {fmt(s['eval'])} | "
                      f"{', '.join(s['statuses'])} |")
     return "\n".join(lines)
 
